@@ -1,0 +1,1 @@
+"""Data preparation: tokenizer training, sources, parallel tokenize-to-shards, mixture planning."""

@@ -1,0 +1,49 @@
+"""`llmtrain <command>`: one entry point for every stage of the pipeline.
+
+Each command lives in ``llmtrain/commands/<name>.py`` with ``register(subparsers)`` (argument
+definitions only, cheap to import) and ``run(args) -> int`` (imports the heavy parts lazily).
+Errors the user can fix (ConfigError, UserError) print one paragraph and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from llmtrain.errors import UserError
+
+COMMANDS = ("tokenizer", "prepare", "mixture", "train", "finetune", "eval", "export", "generate",
+            "import-hf", "quickstart", "bigbench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmtrain",
+        description="Pretrain, fine-tune, evaluate and export decoder-only language models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"llmtrain.commands.{name.replace('-', '_')}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from llmtrain.config.base import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, UserError) as e:
+        print(f"llmtrain {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"llmtrain {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

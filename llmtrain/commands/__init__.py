@@ -1,0 +1,1 @@
+"""CLI subcommands: ``register(subparsers)`` defines arguments, ``run(args)`` does the work."""

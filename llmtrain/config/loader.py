@@ -1,0 +1,93 @@
+"""YAML loading with ``base:`` includes and ``--set a.b=c`` overrides."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from llmtrain.config.base import ConfigError, build, to_dict
+from llmtrain.config.schema import RunConfig
+
+T = TypeVar("T")
+BASE_KEY = "base"
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _resolve_bases(node: Any, here: Path, seen: tuple[Path, ...]) -> Any:
+    """Replace every mapping's ``base: FILE`` by FILE's content merged under the mapping."""
+    if not isinstance(node, dict):
+        return node
+    node = {k: _resolve_bases(v, here, seen) for k, v in node.items()}
+    if BASE_KEY in node and isinstance(node[BASE_KEY], str):
+        ref = (here / node.pop(BASE_KEY)).resolve()
+        if ref in seen:
+            raise ConfigError([f"base: {ref} includes itself (cycle: {' -> '.join(map(str, seen + (ref,)))})"])
+        node = _deep_merge(read_yaml(ref, seen + (ref,)), node)
+    return node
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML mapping, resolving ``base:`` includes relative to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file {path} does not exist; shipped recipes are under configs/"])
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{path} is not valid YAML: {e}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path} must hold a mapping of sections, got {type(data).__name__}"])
+    return _resolve_bases(data, path.parent, _seen + (path.resolve(),))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML (``3e-4``, ``true``, ``[a, b]``)."""
+    data = copy.deepcopy(data)
+    problems = []
+    for item in overrides or []:
+        if "=" not in item:
+            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.max_steps=100")
+            continue
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def build_config(cls: type[T], data: dict[str, Any], source: str | None = None) -> T:
+    return build(cls, data, source=source)
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load, merge overrides into, and validate a run config; raises one ConfigError for all problems."""
+    data = read_yaml(path) if path else {}
+    data = apply_overrides(data, overrides)
+    cfg = build(RunConfig, data, source=str(path) if path else None)
+    return cfg
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,211 @@
+"""The run configuration: one dataclass per section, each field documented.
+
+A run YAML has the sections ``model``, ``data``, ``train``, ``optim``, ``checkpoint``, ``logging``,
+``finetune``, ``eval`` and ``deepspeed`` (raw keys merged over the generated DeepSpeed JSON).
+Cross-field rules live in ``check()`` methods so that every problem is reported together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llmtrain.config.base import field
+
+ATTENTION_BACKENDS = ("auto", "flash_attn", "sdpa", "eager")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
+
+
+@dataclass
+class ModelConfig:
+    name: str = field("custom", help="preset or model name, recorded in checkpoints and exports")
+    vocab_size: int = field(32000, help="embedding rows; must be >= the tokenizer's vocabulary", min=1)
+    dim: int = field(512, help="hidden size (d_model)", min=1)
+    n_layers: int = field(8, help="number of transformer blocks", min=1)
+    n_heads: int = field(8, help="query heads; must divide dim", min=1)
+    n_kv_heads: int | None = field(None, help="key/value heads for GQA (null = n_heads); must divide n_heads")
+    ffn_hidden_dim: int | None = field(None, help="SwiGLU inner width (null = Llama rule from dim, multiple_of)")
+    multiple_of: int = field(256, help="round the derived SwiGLU width up to a multiple of this", min=1)
+    ffn_dim_multiplier: float | None = field(None, help="scale on the derived SwiGLU width (Llama-3 uses 1.3)")
+    max_seq_len: int = field(2048, help="longest sequence the model accepts (RoPE table length)", min=1)
+    rope_theta: float = field(10000.0, help="RoPE base frequency", gt=0)
+    norm_eps: float = field(1e-5, help="RMSNorm epsilon", gt=0)
+    tie_embeddings: bool = field(False, help="share the token embedding and the output projection")
+    attention_backend: str = field("auto", help="auto (flash_attn on CUDA if installed, else sdpa), flash_attn, sdpa or eager",
+                                   choices=ATTENTION_BACKENDS)
+    activation_checkpointing: str = field("none", help="recompute activations in backward: none, full (every block) or selective (every other block)",
+                                          choices=("none", "full", "selective"))
+    init_std: float = field(0.02, help="std of the normal init; output projections are scaled by 1/sqrt(2*n_layers)", gt=0)
+    compile: bool = field(False, help="torch.compile each block (GPU speed; off on CPU)")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        """SwiGLU inner width: explicit, or Llama's 2/3·4·dim rounded up to ``multiple_of``."""
+        if self.ffn_hidden_dim is not None:
+            return self.ffn_hidden_dim
+        hidden = int(2 * 4 * self.dim / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+    def check(self) -> list[str]:
+        out = []
+        if self.dim % self.n_heads:
+            out.append(f"n_heads: {self.n_heads} does not divide dim {self.dim}; pick n_heads so that dim/n_heads is an integer (e.g. {self.dim // 64 or 1} heads of 64)")
+        elif self.head_dim % 2:
+            out.append(f"n_heads: head dim {self.head_dim} (dim/n_heads) must be even for RoPE")
+        if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
+            out.append(f"n_kv_heads: {self.n_kv_heads} must be >= 1 and divide n_heads {self.n_heads}")
+        return out
+
+
+@dataclass
+class TrainDataConfig:
+    config: str | None = field(None, help="path of a data config (configs/data/*.yaml) whose prepared shards to train on")
+    weights: dict[str, float] | None = field(None, help="override source weights of the data config: {source: weight}")
+    document_masking: bool = field(True, help="attention does not cross document boundaries inside a packed sequence")
+    num_workers: int = field(0, help="background loader workers (0 = in the training process)", min=0)
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = field("run", help="name of the run; checkpoints go to <checkpoint.dir>/<run_name>")
+    seq_len: int = field(512, help="tokens per training sequence (<= model.max_seq_len)", min=1)
+    micro_batch_size: int = field(4, help="sequences per rank per forward/backward", min=1)
+    global_batch_size: int = field(32, help="sequences per optimizer step; = micro x accumulation x data-parallel ranks", min=1)
+    max_steps: int = field(1000, help="optimizer steps to train", min=1)
+    seed: int = field(1234, help="seed for init, data order and dropout")
+    precision: str = field("bf16", help="fp32, bf16 or fp16 (fp16 only on GPU, with loss scaling)", choices=PRECISIONS)
+    zero_stage: int = field(1, help="DeepSpeed ZeRO stage 0-3", choices=(0, 1, 2, 3))
+    offload_optimizer: bool = field(False, help="keep optimizer states in CPU memory (ZeRO 1-3)")
+    offload_params: bool = field(False, help="keep parameters in CPU memory (ZeRO 3 only)")
+    grad_clip: float = field(1.0, help="clip the global gradient norm to this (0 = off)", min=0)
+    eval_every: int = field(0, help="run validation every N steps (0 = only at the end)", min=0)
+    eval_batches: int = field(8, help="micro-batches per source for validation", min=1)
+    max_consecutive_nonfinite: int = field(5, help="stop after this many steps in a row with non-finite loss or gradients", min=1)
+    spike_zscore: float = field(0.0, help="log a loss spike when loss is this many std above the recent mean (0 = off)", min=0)
+    skip_spikes: bool = field(False, help="skip the optimizer step on a detected loss spike")
+    collective_timeout_s: int = field(600, help="seconds before a blocked collective (a dead rank) aborts the job", min=1)
+    device: str = field("auto", help="auto (cuda if available, else cpu), cuda or cpu", choices=("auto", "cuda", "cpu"))
+
+    def check(self) -> list[str]:
+        out = []
+        if self.global_batch_size % self.micro_batch_size:
+            out.append(f"global_batch_size: {self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}; "
+                       f"use e.g. global_batch_size={self.micro_batch_size * max(1, self.global_batch_size // self.micro_batch_size)}")
+        if self.offload_params and self.zero_stage != 3:
+            out.append("offload_params: parameter offload needs zero_stage 3; set train.zero_stage=3 or offload_params=false")
+        if self.offload_optimizer and self.zero_stage == 0:
+            out.append("offload_optimizer: optimizer offload needs zero_stage 1, 2 or 3")
+        return out
+
+
+@dataclass
+class OptimConfig:
+    lr: float = field(3e-4, help="peak learning rate", gt=0)
+    min_lr: float = field(3e-5, help="final learning rate of cosine/linear/wsd decay", min=0)
+    weight_decay: float = field(0.1, help="AdamW decoupled weight decay", min=0)
+    decay_norms_and_embeddings: bool = field(False, help="also decay norm weights, biases and embeddings")
+    beta1: float = field(0.9, help="Adam beta1", min=0)
+    beta2: float = field(0.95, help="Adam beta2", min=0)
+    eps: float = field(1e-8, help="Adam epsilon", gt=0)
+    schedule: str = field("cosine", help="cosine, linear, constant or wsd (warmup-stable-decay)", choices=SCHEDULES)
+    warmup_steps: int = field(100, help="linear warmup steps", min=0)
+    decay_fraction: float = field(0.2, help="wsd: fraction of steps in the final decay", min=0)
+
+    def check(self) -> list[str]:
+        out = []
+        if self.min_lr > self.lr:
+            out.append(f"min_lr: {self.min_lr} is above lr {self.lr}; set min_lr <= lr")
+        for name in ("beta1", "beta2"):
+            if getattr(self, name) >= 1:
+                out.append(f"{name}: must be < 1, got {getattr(self, name)}")
+        if self.decay_fraction > 1:
+            out.append(f"decay_fraction: must be <= 1, got {self.decay_fraction}")
+        return out
+
+
+@dataclass
+class CheckpointConfig:
+    dir: str = field("checkpoints", help="root directory; a run writes <dir>/<run_name>/step_<N>/")
+    every: int = field(0, help="save every N steps (0 = only at the end)", min=0)
+    keep_last: int = field(3, help="keep this many most recent checkpoints (0 = keep all)", min=0)
+    resume: str = field("auto", help="auto (from <run dir>/latest if present), never, or a checkpoint path")
+
+
+@dataclass
+class LoggingConfig:
+    log_every: int = field(10, help="print and record metrics every N steps", min=1)
+    tensorboard: bool = field(True, help="write TensorBoard event files to <run dir>/tensorboard")
+    jsonl: bool = field(True, help="write metrics to <run dir>/metrics.jsonl")
+    wandb: bool = field(False, help="log to Weights & Biases (set WANDB_MODE=offline without network)")
+    plot: bool = field(True, help="write <run dir>/loss.png at the end")
+    peak_tflops: float | None = field(None, help="peak bf16 TFLOP/s per device for MFU (null = from the device name)")
+    progress_bar: bool = field(False, help="show a progress bar instead of periodic lines")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = field(False, help="train low-rank adapters instead of all weights")
+    rank: int = field(8, help="adapter rank r", min=1)
+    alpha: float = field(16.0, help="scaling numerator: updates are scaled by alpha/rank", gt=0)
+    dropout: float = field(0.0, help="dropout on the adapter input", min=0)
+    targets: list[str] = field(default_factory=lambda: ["wq", "wk", "wv", "wo"],
+                               help="projection names to adapt: any of wq, wk, wv, wo, w1, w2, w3")
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = field("sft", help="sft (prompt/response, loss on responses) or classification", choices=("sft", "classification"))
+    init: str | None = field(None, help="llmtrain checkpoint (run dir or step dir) or a local Hugging Face Llama directory")
+    dataset: str = field("", help="sft: jsonl path or a named set (chatterbot); classification: csv/jsonl path or a named set (rotten_tomatoes)")
+    text_field: str = field("text", help="classification: column with the text")
+    label_field: str = field("label", help="classification: column with the label")
+    labels: list[str] | None = field(None, help="classification: label names in index order (null = sorted distinct labels)")
+    pooling: str = field("last", help="classification: last (final non-pad token) or mean", choices=("last", "mean"))
+    packing: bool = field(False, help="sft: pack several examples per sequence with document masking")
+    chat_template: str = field("<|user|>\n{prompt}\n<|assistant|>\n", help="sft: prompt template; {prompt} is replaced")
+    validation_fraction: float = field(0.1, help="held-out fraction when the dataset has no split", min=0)
+    lora: LoraConfig = field(default_factory=LoraConfig, help="low-rank adaptation settings")
+
+
+@dataclass
+class EvalConfig:
+    perplexity: bool = field(True, help="perplexity per source on the held-out shards")
+    batches: int = field(16, help="micro-batches per source for perplexity", min=1)
+    tasks: list[str] = field(default_factory=list, help="downstream tasks (e.g. sentiment)")
+    prompts: list[str] = field(default_factory=list, help="prompts to generate samples for")
+    max_new_tokens: int = field(64, help="tokens to generate per prompt", min=1)
+    lm_eval_tasks: list[str] = field(default_factory=list, help="lm-eval-harness tasks from configs/eval/ to run via HF export")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig, help="the transformer")
+    data: TrainDataConfig = field(default_factory=TrainDataConfig, help="what to train on")
+    train: TrainConfig = field(default_factory=TrainConfig, help="batching, precision, ZeRO")
+    optim: OptimConfig = field(default_factory=OptimConfig, help="AdamW and the LR schedule")
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, help="saving and resuming")
+    logging: LoggingConfig = field(default_factory=LoggingConfig, help="metrics and plots")
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig, help="fine-tuning objective and data")
+    eval: EvalConfig = field(default_factory=EvalConfig, help="evaluations")
+    deepspeed: dict[str, Any] = field(default_factory=dict, help="raw DeepSpeed keys merged over the generated config")
+    tokenizer: str | None = field(None, help="tokenizer directory (null = the data config's tokenizer)")
+
+    def check(self) -> list[str]:
+        out = []
+        if self.train.seq_len > self.model.max_seq_len:
+            out.append(f"train.seq_len: {self.train.seq_len} is above model.max_seq_len {self.model.max_seq_len}; "
+                       f"lower train.seq_len or raise model.max_seq_len")
+        if self.train.precision == "fp16" and self.train.device == "cpu":
+            out.append("train.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
+        return out
