@@ -95,6 +95,8 @@ class TrainConfig:
     spike_zscore: float = field(0.0, help="log a loss spike when loss is this many std above the recent mean (0 = off)", min=0)
     skip_spikes: bool = field(False, help="skip the optimizer step on a detected loss spike")
     collective_timeout_s: int = field(600, help="seconds before a blocked collective (a dead rank) aborts the job", min=1)
+    exit_after_steps: int = field(0, help="stop (with a checkpoint) after this many steps in this invocation; 0 = off", min=0)
+    exit_after_minutes: float = field(0.0, help="stop (with a checkpoint) after this many minutes of wall time; 0 = off", min=0)
     device: str = field("auto", help="auto (cuda if available, else cpu), cuda or cpu", choices=("auto", "cuda", "cpu"))
 
     def check(self) -> list[str]:

@@ -1,0 +1,47 @@
+"""`llmtrain train`: pretrain under DeepSpeed ZeRO; works unchanged under any launcher."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="run config YAML (e.g. configs/pretrain/tiny.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.max_steps=100 (repeatable)")
+    p.add_argument("--resume", default=None, metavar="auto|never|PATH",
+                   help="auto: continue from <run dir>/latest if present (default); never: start fresh; "
+                        "PATH: a run or step directory")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="pretrain a model (DeepSpeed ZeRO 0-3, any launcher)",
+                       description="Pretrain a decoder-only model on prepared shards. Start it directly for one "
+                                   "process, or under torchrun / accelerate launch / deepspeed / srun / mpirun.")
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def load_config(args: argparse.Namespace):
+    from llmtrain.config.loader import load_run_config
+
+    overrides = list(args.overrides)
+    if args.resume is not None:
+        overrides.append(f"checkpoint.resume={args.resume}")
+    return load_run_config(args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    from llmtrain.training.pretrain import build_pretrain_task
+    from llmtrain.training.runtime import announce, start
+    from llmtrain.training.trainer import Trainer
+
+    env, device = start(cfg)
+    announce(cfg, env)
+    task = build_pretrain_task(cfg, env, device)
+    trainer = Trainer(cfg, task, env, device)
+    result = trainer.fit()
+    if env.rank == 0 and result.exit_code == 0:
+        print(f"[llmtrain] done: {result.step} steps, checkpoint {result.last_checkpoint}", flush=True)
+    return result.exit_code

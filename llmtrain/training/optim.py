@@ -1,0 +1,86 @@
+"""AdamW with decay/no-decay groups and a guard that skips non-finite updates; LR schedules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from llmtrain.config.schema import OptimConfig
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """Weight decay on matrices only, unless ``decay_norms_and_embeddings`` (norms, biases, embeddings)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exempt = p.ndim < 2 or "embeddings" in name or name.endswith(".bias")
+        (no_decay if exempt and not cfg.decay_norms_and_embeddings else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+class GuardedAdamW(torch.optim.AdamW):
+    """AdamW that skips the whole update (moments untouched) when any rank sees a non-finite
+    gradient, or when the trainer asks it to (loss spike). ``skipped`` tells the trainer."""
+
+    def __init__(self, params, **kw) -> None:
+        super().__init__(params, **kw)
+        self.skip_next = False
+        self.skipped = False
+
+    def _grads_finite(self) -> bool:
+        ok = torch.ones((), dtype=torch.float32)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and not torch.isfinite(p.grad).all():
+                    ok.zero_()
+                    break
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)  # every rank skips together
+        return bool(ok.item())
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):  # type: ignore[override]
+        finite = self._grads_finite()
+        self.skipped = self.skip_next or not finite
+        self.skip_next = False
+        if self.skipped:
+            return None
+        return super().step(closure)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> GuardedAdamW:
+    return GuardedAdamW(param_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                        foreach=True)
+
+
+def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
+    """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based) for the chosen schedule."""
+    floor = cfg.min_lr / cfg.lr
+    warm = min(cfg.warmup_steps, max_steps)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "wsd":
+        decay_steps = max(1, round(cfg.decay_fraction * max_steps))
+        start = max(warm, max_steps - decay_steps)
+        if step < start:
+            return 1.0
+        frac = min(1.0, (step - start + 1) / max(1, max_steps - start))
+        return 1.0 - (1.0 - floor) * frac
+    frac = min(1.0, (step - warm) / max(1, max_steps - warm))
+    if cfg.schedule == "linear":
+        return 1.0 - (1.0 - floor) * frac
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))  # cosine
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, max_steps))
