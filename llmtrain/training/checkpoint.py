@@ -120,15 +120,15 @@ def load_rng(step_dir: Path, rank: int) -> None:
         torch.set_rng_state(torch.load(path, weights_only=True)["torch"])
 
 
-def save_weights(state_dict: dict[str, torch.Tensor], model_cfg: ModelConfig, step_dir: Path, extra: dict | None = None) -> None:
+def save_weights(state_dict: dict[str, torch.Tensor], model_cfg: ModelConfig, step_dir: Path, head: dict | None = None) -> None:
     """Consolidated weights as safetensors (tied tensors cloned: safetensors refuses shared storage)."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
     save_file(tensors, str(step_dir / WEIGHTS), metadata={"format": "pt"})
     (step_dir / MODEL_YAML).write_text(yaml.safe_dump(to_dict(model_cfg), sort_keys=False))
-    if extra:
-        (step_dir / "head.json").write_text(json.dumps(extra, indent=2))
+    if head:
+        (step_dir / "head.json").write_text(json.dumps(head, indent=2))
 
 
 def load_weights(step_dir: Path) -> dict[str, torch.Tensor]:

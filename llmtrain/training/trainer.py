@@ -63,7 +63,8 @@ class TrainingTask:
     # (model, full state dict) -> the weights to save, e.g. with LoRA adapters merged
     export_state: Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
     tokenizer_dir: Path | None = None
-    extra_state: dict[str, Any] = field(default_factory=dict)  # e.g. classification labels
+    extra_state: dict[str, Any] = field(default_factory=dict)  # e.g. classification labels ("head")
+    extra_files: dict[str, str] = field(default_factory=dict)  # written into each checkpoint (chat template)
 
 
 @dataclass
@@ -374,9 +375,11 @@ class Trainer:
 
     def _write_metadata(self, step_dir: Path, weights: dict[str, torch.Tensor] | None) -> None:
         assert weights is not None
-        ckpt.save_weights(weights, self.task.model_config, step_dir, extra=self.task.extra_state.get("head"))
+        ckpt.save_weights(weights, self.task.model_config, step_dir, head=self.task.extra_state.get("head"))
         (step_dir / "config.yaml").write_text(dump_yaml(self.cfg))
         (step_dir / "ds_config.json").write_text(json.dumps(self.ds_config, indent=2, default=str))
+        for name, text in self.task.extra_files.items():
+            (step_dir / name).write_text(text)
         if self.task.tokenizer_dir is not None:
             shutil.copytree(self.task.tokenizer_dir, step_dir / "tokenizer", dirs_exist_ok=True)
         state = {

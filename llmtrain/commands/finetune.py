@@ -1,0 +1,34 @@
+"""`llmtrain finetune`: SFT or classification (optionally LoRA) with the same loop as pretraining."""
+
+from __future__ import annotations
+
+import argparse
+
+from llmtrain.commands.train import add_run_args, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint or a local HF Llama directory (SFT, classification, LoRA)",
+                       description="Fine-tune from an llmtrain checkpoint (any ZeRO stage or world size) or a local "
+                                   "Hugging Face Llama directory, under any launcher, with the pretraining loop.")
+    add_run_args(p)
+    p.add_argument("--init", default=None, metavar="CKPT|HF_DIR",
+                   help="starting weights (overrides finetune.init): a run/step directory or a HF Llama directory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.init:
+        args.overrides.append(f"finetune.init={args.init}")
+    cfg = load_config(args)
+    from llmtrain.training.finetune import build_finetune_task
+    from llmtrain.training.runtime import announce, start
+    from llmtrain.training.trainer import Trainer
+
+    env, device = start(cfg)
+    task = build_finetune_task(cfg, env, device)  # fills cfg.model from the checkpoint
+    announce(cfg, env)
+    result = Trainer(cfg, task, env, device).fit()
+    if env.rank == 0 and result.exit_code == 0:
+        print(f"[llmtrain] fine-tuning done: {result.step} steps, checkpoint {result.last_checkpoint}", flush=True)
+    return result.exit_code
