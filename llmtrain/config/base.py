@@ -120,13 +120,17 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str, problems: list[str])
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
+    bad_values = 0  # cross-field checks are only meaningful when every value has the right type
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
             problems.append(f"{key}: unknown key{closest(str(k), fields)}; valid keys: {', '.join(fields)}")
             continue
         f = fields[k]
+        before = len(problems)
         val = _coerce(v, hints[k], key, problems)
+        if not dataclasses.is_dataclass(hints[k]):  # a section's own problems do not block the parent's checks
+            bad_values += len(problems) - before
         choices = f.metadata.get("choices")
         if choices and val is not None and val not in choices:
             problems.append(f"{key}: {val!r} is not one of {', '.join(map(repr, choices))}{closest(str(val), map(str, choices))}")
@@ -146,7 +150,7 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str, problems: list[str])
         problems.append(f"{prefix or cls.__name__}: {e}")
         return None  # type: ignore[return-value]
     check = getattr(obj, "check", None)
-    if check is not None:
+    if check is not None and not bad_values:
         try:
             found = check()
         except (TypeError, ValueError, AttributeError, ZeroDivisionError):
