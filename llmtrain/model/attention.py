@@ -1,0 +1,173 @@
+"""Scaled dot-product attention behind one interface: ``flash_attn``, ``sdpa`` or ``eager``.
+
+All backends take ``q`` [B, T, Hq, D] and ``k``/``v`` [B, S, Hkv, D] (Hkv divides Hq: grouped-query
+attention, kv head j serves query heads j*Hq/Hkv .. (j+1)*Hq/Hkv - 1 as in HF's ``repeat_kv``) and
+return [B, T, Hq, D]. When S > T (decoding with a KV cache) the causal mask is aligned bottom-right:
+query t sees keys 0 .. S-T+t.
+
+``doc_ids`` [B, T] (non-decreasing per row) marks the document of each token of a packed sequence;
+attention is then block-diagonal causal. flash_attn runs it as variable-length sequences
+(``flash_attn_varlen_func`` with ``cu_seqlens``); sdpa/eager use an equivalent boolean mask.
+
+flash_attn is imported only when that backend is used, so this module loads anywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("flash_attn", "sdpa", "eager")
+_SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+@functools.lru_cache(maxsize=1)
+def flash_attn_available() -> bool:
+    """True when the flash-attn package imports (tried once, only when asked)."""
+    try:
+        import flash_attn  # noqa: F401
+    except Exception:  # a broken build (ABI mismatch) is as good as absent
+        return False
+    return True
+
+
+def resolve_backend(name: str, device: torch.device | str, dtype: torch.dtype | None = None) -> str:
+    """Turn ``auto`` into a concrete backend for ``device`` (and compute ``dtype`` when known).
+
+    ``auto`` = flash_attn on CUDA when installed and the dtype is fp16/bf16 (flash-attn has no fp32
+    kernels), else sdpa. An explicit name is returned unchanged after validation.
+    """
+    if name != "auto":
+        if name not in BACKENDS:
+            raise ValueError(f"attention backend {name!r} is not one of auto, {', '.join(BACKENDS)}")
+        return name
+    half = dtype is None or dtype in (torch.float16, torch.bfloat16)
+    if torch.device(device).type == "cuda" and half and flash_attn_available():
+        return "flash_attn"
+    return "sdpa"
+
+
+@dataclass
+class DocumentLayout:
+    """What a backend needs for document masking, built once per forward and shared by all layers."""
+
+    doc_ids: torch.Tensor
+    mask: torch.Tensor | None = None  # bool [B, 1, T, T] for sdpa/eager
+    cu_seqlens: torch.Tensor | None = None  # int32 [n_docs + 1] over the flattened batch (flash_attn)
+    max_seqlen: int = 0
+
+
+def build_layout(doc_ids: torch.Tensor, backend: str) -> DocumentLayout:
+    """Precompute the mask (sdpa/eager) or the varlen boundaries (flash_attn) for ``doc_ids``."""
+    if backend == "flash_attn":
+        is_start = torch.ones_like(doc_ids, dtype=torch.bool)
+        is_start[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+        starts = torch.nonzero(is_start.flatten(), as_tuple=True)[0]
+        total = torch.tensor([doc_ids.numel()], device=doc_ids.device)
+        cu = torch.cat([starts, total]).to(torch.int32)
+        return DocumentLayout(doc_ids, cu_seqlens=cu, max_seqlen=int((cu[1:] - cu[:-1]).max().item()))
+    T = doc_ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
+    return DocumentLayout(doc_ids, mask=(same_doc & causal)[:, None])
+
+
+def _causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
+    """bool [T, S], aligned bottom-right: query t sees keys up to S - T + t."""
+    return torch.arange(S, device=device)[None, :] <= torch.arange(T, device=device)[:, None] + (S - T)
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """[B, S, Hkv, D] -> [B, S, Hkv*n_rep, D], each kv head repeated for its group of query heads."""
+    if n_rep == 1:
+        return x
+    B, S, H, D = x.shape
+    return x[:, :, :, None, :].expand(B, S, H, n_rep, D).reshape(B, S, H * n_rep, D)
+
+
+def _check_shapes(q: torch.Tensor, k: torch.Tensor, doc_ids: torch.Tensor | None) -> None:
+    if q.shape[2] % k.shape[2]:
+        raise ValueError(f"{k.shape[2]} kv heads do not divide {q.shape[2]} query heads")
+    if doc_ids is not None and q.shape[1] != k.shape[1]:
+        raise ValueError("document masking needs queries and keys of the same length (no KV cache)")
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str, causal: bool = True,
+              doc_ids: torch.Tensor | None = None, layout: DocumentLayout | None = None) -> torch.Tensor:
+    """Attention over [B, T, H, D] tensors with the chosen backend (see the module docstring).
+
+    ``layout`` (from :func:`build_layout`) may be passed instead of ``doc_ids`` to skip rebuilding
+    the mask in every layer.
+    """
+    if layout is None and doc_ids is not None:
+        layout = build_layout(doc_ids, backend)
+    _check_shapes(q, k, layout.doc_ids if layout is not None else None)
+    if backend == "flash_attn":
+        return _flash(q, k, v, causal, layout)
+    if backend == "sdpa":
+        return _sdpa(q, k, v, causal, layout)
+    if backend == "eager":
+        return _eager(q, k, v, causal, layout)
+    raise ValueError(f"attention backend {backend!r} is not one of {', '.join(BACKENDS)} (resolve 'auto' first)")
+
+
+def _mask_for(q: torch.Tensor, k: torch.Tensor, causal: bool, layout: DocumentLayout | None) -> torch.Tensor | None:
+    if layout is not None:
+        if layout.mask is None:
+            raise ValueError("layout was built for flash_attn; build it for the backend in use")
+        return layout.mask if causal else (layout.doc_ids[:, :, None] == layout.doc_ids[:, None, :])[:, None]
+    if causal:
+        return _causal_mask(q.shape[1], k.shape[1], q.device)
+    return None
+
+
+def _sdpa(q, k, v, causal: bool, layout: DocumentLayout | None) -> torch.Tensor:
+    n_rep = q.shape[2] // k.shape[2]
+    T, S = q.shape[1], k.shape[1]
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    kwargs = {}
+    if n_rep > 1:
+        if _SDPA_HAS_GQA:
+            kwargs["enable_gqa"] = True
+        else:
+            kt, vt = _repeat_kv(k, n_rep).transpose(1, 2), _repeat_kv(v, n_rep).transpose(1, 2)
+    if layout is None and causal and T == S:
+        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, **kwargs)
+    else:
+        out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=_mask_for(q, k, causal, layout), **kwargs)
+    return out.transpose(1, 2)
+
+
+def _eager(q, k, v, causal: bool, layout: DocumentLayout | None) -> torch.Tensor:
+    """The reference: softmax(q k^T / sqrt(D) + mask) v, softmax in fp32."""
+    n_rep = q.shape[2] // k.shape[2]
+    qt = q.transpose(1, 2)
+    kt = _repeat_kv(k, n_rep).transpose(1, 2)
+    vt = _repeat_kv(v, n_rep).transpose(1, 2)
+    scores = (qt @ kt.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    mask = _mask_for(q, k, causal, layout)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    return (probs @ vt).transpose(1, 2)
+
+
+def _flash(q, k, v, causal: bool, layout: DocumentLayout | None) -> torch.Tensor:
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"flash_attn needs fp16 or bf16 inputs, got {q.dtype}; use attention_backend sdpa "
+                         "for fp32 or train in bf16")
+    from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+    if layout is None:
+        return flash_attn_func(q, k, v, causal=causal)
+    if layout.cu_seqlens is None:
+        raise ValueError("layout was built for sdpa/eager; build it with backend='flash_attn'")
+    B, T, H, D = q.shape
+    cu, n = layout.cu_seqlens, layout.max_seqlen
+    out = flash_attn_varlen_func(q.reshape(B * T, H, D), k.reshape(B * T, k.shape[2], D),
+                                 v.reshape(B * T, v.shape[2], D), cu, cu, n, n, causal=causal)
+    return out.view(B, T, H, D)
