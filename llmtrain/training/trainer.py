@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 import statistics
 import time
@@ -29,6 +30,7 @@ from llmtrain.distributed.ds_config import build_ds_config
 from llmtrain.distributed.env import DistEnv
 from llmtrain.errors import CheckpointError, UserError
 from llmtrain.training import checkpoint as ckpt
+from llmtrain.training.faults import FaultPlan
 from llmtrain.training.metrics import MetricsLogger, StepTimer, memory_gib, peak_tflops, plot_losses
 from llmtrain.training.optim import GuardedAdamW, build_optimizer, build_scheduler
 from llmtrain.training.runtime import run_dir_of
@@ -88,12 +90,27 @@ class LossModule(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+def batch_checksum(input_ids: torch.Tensor) -> int:
+    """Order-independent fingerprint of the samples in a batch (sum over rows of a per-row hash),
+    so runs on different data-parallel sizes can show they consumed the same global batch."""
+    ids = input_ids.detach().to("cpu", torch.int64)
+    weights = torch.arange(1, ids.shape[-1] + 1, dtype=torch.int64)
+    return int(((ids * weights).sum(-1) % 1_000_003).sum())
+
+
 def _all_reduce_mean(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(t)
         t /= dist.get_world_size()
     return float(t.item())
+
+
+def _is_collective_failure(e: RuntimeError) -> bool:
+    """Gloo/NCCL report a dead or hung peer as a bare RuntimeError (or DistError) naming the backend."""
+    text = str(e)
+    return isinstance(e, dist.DistError) or any(
+        w in text for w in ("gloo", "NCCL", "Connection reset by peer", "Connection closed by peer", "Timed out waiting"))
 
 
 class Trainer:
@@ -105,6 +122,8 @@ class Trainer:
         self.step = 0
         self.consumed_tokens = 0
         self.skipped_steps = 0
+        self.data_checksum = 0
+        self.faults = FaultPlan.from_env(env.rank)  # test-only hooks; no-op unless LLMTRAIN_FAULT is set
         self.resume_dir = self._resume_dir()
         saved = ckpt.read_state(self.resume_dir) if self.resume_dir else None
         self._check_resume_compatible(saved)
@@ -123,6 +142,8 @@ class Trainer:
     # ---- set-up -------------------------------------------------------------------------------
     def _resume_dir(self) -> Path | None:
         mode = self.cfg.checkpoint.resume
+        if mode in ("never", "auto") and not (self.run_dir / ckpt.LATEST).exists():
+            ckpt.refuse_uncommitted(self.run_dir)
         if mode == "never":
             if (self.run_dir / ckpt.LATEST).exists():
                 raise CheckpointError(
@@ -168,16 +189,19 @@ class Trainer:
             if dist.is_initialized():
                 dist.barrier()
             tag = f"{step_dir.name}_universal"
-        path, _ = self.engine.load_checkpoint(str(run_dir), tag=tag, load_optimizer_states=True,
-                                              load_lr_scheduler_states=True)
+        try:
+            path, _ = self.engine.load_checkpoint(str(run_dir), tag=tag, load_optimizer_states=True,
+                                                  load_lr_scheduler_states=True)
+            if not universal:
+                ckpt.load_rng(step_dir, self.env.rank)
+        except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as e:
+            raise ckpt.damaged(step_dir, e) from e
         if path is None:
             raise CheckpointError(f"DeepSpeed could not load {run_dir / tag}; the checkpoint is incomplete or damaged")
         self.step = saved["step"]
         self.consumed_tokens = saved["consumed_tokens"]
         self.skipped_steps = saved.get("skipped_steps", 0)
         self.task.train_loader.load_state_dict(saved["loader"])
-        if not universal:
-            ckpt.load_rng(step_dir, self.env.rank)
         if self.is_rank0:
             print(f"[llmtrain] resumed from {step_dir} at step {self.step} "
                   f"({saved['dp_size']} -> {self.env.world_size} data-parallel ranks)", flush=True)
@@ -206,10 +230,12 @@ class Trainer:
                               f"exiting with code {EXIT_PREEMPTED} so the job can be requeued", flush=True)
                     return TrainResult(self.step, self.losses, self.run_dir, last_ckpt, EXIT_PREEMPTED)
                 self.engine.train()
-                loss_sum, tokens = 0.0, 0
+                loss_sum, tokens, checksum = 0.0, 0, 0
                 for micro in range(gas):
                     batch = {k: v.to(self.device, non_blocking=True) for k, v in self.task.train_loader.next_batch().items()}
+                    checksum += batch_checksum(batch["input_ids"])
                     loss, n = self.engine(batch)
+                    loss = self.faults.on_loss(loss, self.step + 1)
                     self.engine.backward(loss)
                     loss_sum += float(loss.detach())
                     tokens += int(n)
@@ -217,15 +243,16 @@ class Trainer:
                         step_loss = _all_reduce_mean(loss_sum / gas, self.device)
                         spike = self._is_spike(step_loss, recent)
                         if isinstance(self.optimizer, GuardedAdamW):
-                            self.optimizer.skipped = False
-                            self.optimizer.skip_next = spike and t.skip_spikes
+                            self.optimizer.begin_step(skip=spike and t.skip_spikes)
                         grad_norm = self._grad_norm_stage0()
                         skipped_before = self.engine.skipped_steps
                         lr = self.engine.get_lr()[0]
                     self.engine.step()
-                skipped = self.engine.skipped_steps > skipped_before or bool(getattr(self.optimizer, "skipped", False))
+                guard_skipped = self.optimizer.end_step() if isinstance(self.optimizer, GuardedAdamW) else False
+                skipped = self.engine.skipped_steps > skipped_before or guard_skipped
                 self.step += 1
                 self.consumed_tokens += int(_all_reduce_mean(tokens, self.device) * self.env.world_size)
+                self.data_checksum = round(_all_reduce_mean(checksum, self.device) * self.env.world_size)
                 finite = math.isfinite(step_loss)
                 nonfinite_run = nonfinite_run + 1 if (not finite or (skipped and not spike)) else 0
                 self.skipped_steps += int(skipped)
@@ -242,7 +269,9 @@ class Trainer:
                 self._log_step(step_loss, lr, gn, elapsed, samples_per_step, flops_tok, peak, skipped, spike)
                 if t.eval_every and self.step % t.eval_every == 0 and self.step < t.max_steps:
                     self.run_eval()
-                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < t.max_steps:
+                # no periodic save inside a run of non-finite steps: it would rotate out the last good checkpoint
+                if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < t.max_steps
+                        and nonfinite_run == 0):
                     last_ckpt = self.save()
                 if self._should_exit_early(first_step, started):
                     last_ckpt = self.save()
@@ -250,12 +279,22 @@ class Trainer:
                         print(f"[llmtrain] stopping at step {self.step} as asked (train.exit_after_*); "
                               f"resume with the same command", flush=True)
                     return TrainResult(self.step, self.losses, self.run_dir, last_ckpt)
+                self.faults.after_step(self.step)
                 timer.lap()  # exclude evaluation and checkpoint time from the next step
             self.run_eval()
             last_ckpt = self.save()
             if self.is_rank0 and cfg.logging.plot and cfg.logging.jsonl:
                 plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
             return TrainResult(self.step, self.losses, self.run_dir, last_ckpt)
+        except RuntimeError as e:
+            if not _is_collective_failure(e):
+                raise
+            raise UserError(
+                f"rank {self.env.rank}: a collective operation failed at step {self.step + 1} "
+                f"({str(e).splitlines()[0][:300]}). Another rank died or hangs; collectives give up after "
+                f"train.collective_timeout_s={t.collective_timeout_s} s. The last complete checkpoint is "
+                f"{last_ckpt or 'none'}; fix the failing rank (see its log) and relaunch the same command to "
+                f"resume.") from e
         finally:
             preempt.uninstall()
             self.logger.close()
@@ -296,7 +335,7 @@ class Trainer:
     def _log_step(self, loss: float, lr: float, grad_norm: float | None, elapsed: float, samples: int, flops_tok: float,
                   peak: float | None, skipped: bool, spike: bool) -> None:
         every = self.cfg.logging.log_every
-        if self.step % every and self.step != self.cfg.train.max_steps and not skipped:
+        if self.step % every and self.step != self.cfg.train.max_steps and not skipped and not spike:
             return
         tokens = samples * self.task.tokens_per_sample
         tps = tokens / max(elapsed, 1e-9)
@@ -305,7 +344,7 @@ class Trainer:
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
             "step_time_s": elapsed, "tokens_per_s": tps, "tokens_per_s_per_device": tps / self.env.world_size,
             "consumed_tokens": self.consumed_tokens, "memory_gib": memory_gib(self.device),
-            "skipped_steps": self.skipped_steps, "spike": spike,
+            "skipped_steps": self.skipped_steps, "spike": spike, "data_checksum": self.data_checksum,
         }
         if peak:
             rec["mfu"] = flops_tok * tps / self.env.world_size / (peak * 1e12)
@@ -343,14 +382,21 @@ class Trainer:
         try:
             self.engine.save_checkpoint(str(self.run_dir), tag=tag, save_latest=False, client_state={
                 "universal_checkpoint_info": {"universal_checkpoint_version": 0.4}})
+            self.faults.during_save(self.step)
             weights = self._consolidated_state()
             if self.is_rank0:
                 self._write_metadata(step_dir, weights)
             ckpt.save_rng(step_dir, self.env.rank)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+            if isinstance(e, RuntimeError) and _is_collective_failure(e):
+                raise
             prev = ckpt.read_latest(self.run_dir) if (self.run_dir / ckpt.LATEST).exists() else None
-            raise CheckpointError(f"writing checkpoint {step_dir} failed: {e}. The previous checkpoint "
-                                  f"({prev or 'none'}) and `latest` are unchanged; free disk space and resume.") from None
+            free = shutil.disk_usage(self.run_dir).free / 2**20
+            raise CheckpointError(
+                f"writing checkpoint {step_dir} failed on rank {self.env.rank}: {str(e).splitlines()[0][:200]} "
+                f"({free:.1f} MiB free on that file system{': the disk is full' if free < 1 else ''}). The previous checkpoint ({prev or 'none'}) and "
+                f"`latest` are unchanged; free disk space (or point checkpoint.dir elsewhere) and relaunch to "
+                f"resume from it.") from None
         self._barrier()
         if self.is_rank0:
             ckpt.write_atomic(self.run_dir / ckpt.LATEST, tag)

@@ -1,0 +1,204 @@
+"""`llmtrain quickstart`: the whole pipeline on real text, stage by stage, each skipped when done.
+
+Every stage runs the same public command a user would type (as a subprocess, so the pretraining
+stage really is a 2-process DeepSpeed job), and the last stage writes ``report.md``. Stages:
+fetch sources, prepare (tokenizer + shards), mixture plan, pretrain, evaluate, fine-tune for
+sentiment, export to Hugging Face and reload it with transformers, report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from llmtrain.errors import UserError
+
+PROMPTS = ["ROMEO:", "def main(", "The history of"]
+
+
+def repo_configs() -> Path:
+    """The shipped configs/ directory (next to the package in a checkout, else in the CWD)."""
+    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (base / "configs" / "pretrain" / "tiny.yaml").is_file():
+            return base / "configs"
+    raise UserError("cannot find the shipped configs/ directory; run the quickstart from the llmtrain checkout")
+
+
+@dataclass
+class Stage:
+    name: str
+    what: str
+    done: Callable[[], bool]
+    run: Callable[[], None]
+
+
+class Quickstart:
+    def __init__(self, workdir: Path, *, gpu: bool, nproc: int, steps: int | None, finetune_steps: int | None) -> None:
+        self.work = workdir.resolve()
+        self.configs = repo_configs()
+        self.gpu, self.nproc = gpu, nproc
+        self.steps, self.finetune_steps = steps, finetune_steps
+        self.data_cfg = self.work / "data.yaml"
+        self.ckpt = self.work / "checkpoints"
+        self.timings: dict[str, float] = {}
+        self.state_file = self.work / "quickstart.json"
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if not self.gpu:
+            env["DS_ACCELERATOR"] = "cpu"
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // self.nproc)))
+        return env
+
+    def _sh(self, args: list[str], launcher: bool = False) -> None:
+        if launcher and self.nproc > 1:
+            torchrun = Path(sys.executable).with_name("torchrun")
+            cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--nproc_per_node", str(self.nproc),
+                   "-m", "llmtrain", *args]
+        else:
+            cmd = [sys.executable, "-m", "llmtrain", *args]
+        print(f"$ {' '.join(cmd[2:] if cmd[0] == sys.executable else cmd)}", flush=True)
+        proc = subprocess.run(cmd, env=self._env(), cwd=self.configs.parent)
+        if proc.returncode != 0:
+            raise UserError(f"quickstart stage failed: `{' '.join(cmd)}` exited with {proc.returncode}; fix the "
+                            f"problem printed above and run the quickstart again (finished stages are skipped)")
+
+    def _precision_sets(self) -> list[str]:
+        if self.gpu:
+            return ["--set", "train.precision=bf16", "--set", "train.device=cuda", "--set", "model.attention_backend=auto"]
+        return ["--set", "train.device=cpu"]
+
+    @staticmethod
+    def _finished(run_dir: Path, config: Path, steps: int | None) -> bool:
+        latest = run_dir / "latest"
+        if not latest.is_file():
+            return False
+        state = json.loads((run_dir / latest.read_text().strip() / "trainer_state.json").read_text())
+        want = steps or yaml.safe_load(config.read_text())["train"]["max_steps"]
+        return state["step"] >= want
+
+    # ---- stages -------------------------------------------------------------------------------
+    def write_data_config(self) -> None:
+        cfg = yaml.safe_load((self.configs / "data" / "starter.yaml").read_text())
+        cfg["output_dir"] = str(self.work / "data" / "shards")
+        cfg["tokenizer"]["path"] = str(self.work / "data" / "tokenizer")
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.data_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    def fetch(self) -> None:
+        from data_prep.starter import starter_path
+
+        cfg = yaml.safe_load(self.data_cfg.read_text())
+        for src in cfg["sources"]:
+            t0 = time.time()
+            path = starter_path(src["starter"])
+            print(f"  {src['name']:<14} {path}  ({path.stat().st_size / 2**20:.1f} MiB, {time.time() - t0:.1f} s)", flush=True)
+
+    def sources_fetched(self) -> bool:
+        from data_prep.starter import cache_dir
+
+        cfg = yaml.safe_load(self.data_cfg.read_text())
+        return all((cache_dir() / "starter" / f"{s['starter']}.jsonl").is_file() for s in cfg["sources"])
+
+    def pretrain_tokens(self) -> int:
+        t = yaml.safe_load((self.configs / "pretrain" / "tiny.yaml").read_text())["train"]
+        return (self.steps or t["max_steps"]) * t["global_batch_size"] * t["seq_len"]
+
+    def stages(self) -> list[Stage]:
+        tiny = self.configs / "pretrain" / "tiny.yaml"
+        sentiment = self.configs / "finetune" / "sentiment.yaml"
+        pre_run = self.ckpt / "tiny"
+        ft_run = self.ckpt / yaml.safe_load(sentiment.read_text())["train"]["run_name"]
+        steps = ["--set", f"train.max_steps={self.steps}"] if self.steps else []
+        ft_steps = ["--set", f"train.max_steps={self.finetune_steps}"] if self.finetune_steps else []
+        ckdir = ["--set", f"checkpoint.dir={self.ckpt}"]
+        return [
+            Stage("fetch", "fetch the starter corpora (Shakespeare, stdlib code, Wikipedia, news)",
+                  self.sources_fetched, self.fetch),
+            Stage("prepare", "train the tokenizer and tokenize into shards (2 workers)",
+                  lambda: (self.work / "data" / "shards" / "manifest.json").is_file(),
+                  lambda: self._sh(["prepare", "--config", str(self.data_cfg), "--workers", "2"])),
+            Stage("mixture", "plan the mixture for the pretraining token budget",
+                  lambda: (self.work / "mixture" / "mixture.png").is_file(),
+                  lambda: self._sh(["mixture", "--config", str(self.data_cfg), "--tokens", str(self.pretrain_tokens()),
+                                    "--out", str(self.work / "mixture")])),
+            Stage("pretrain", f"pretrain the tiny model, {self.nproc} process(es), DeepSpeed ZeRO-2",
+                  lambda: self._finished(pre_run, tiny, self.steps),
+                  lambda: self._sh(["train", "--config", str(tiny), "--set", f"data.config={self.data_cfg}",
+                                    *ckdir, *steps, *self._precision_sets()], launcher=True)),
+            Stage("evaluate", "perplexity per source on held-out shards, and samples",
+                  lambda: (self.work / "eval_pretrain" / "eval.json").is_file(),
+                  lambda: self._sh(["eval", "--checkpoint", str(pre_run), "--tasks", "perplexity", "samples",
+                                    *sum((["--prompt", p] for p in PROMPTS), []), "--set", "eval.max_new_tokens=40",
+                                    "--out", str(self.work / "eval_pretrain")])),
+            Stage("finetune", "fine-tune for sentiment (Rotten Tomatoes) from the pretrained checkpoint",
+                  lambda: self._finished(ft_run, sentiment, self.finetune_steps),
+                  lambda: self._sh(["finetune", "--config", str(sentiment), "--init", str(pre_run), *ckdir, *ft_steps,
+                                    *self._precision_sets()], launcher=True)),
+            Stage("evaluate-finetuned", "sentiment accuracy beside majority and TF-IDF baselines",
+                  lambda: (self.work / "eval_sentiment" / "eval.json").is_file(),
+                  lambda: self._sh(["eval", "--checkpoint", str(ft_run), "--tasks", "classification",
+                                    "--out", str(self.work / "eval_sentiment")])),
+            Stage("export", "export to Hugging Face format, reload with transformers, generate",
+                  lambda: (self.work / "hf" / "generation.json").is_file(), self.export_and_reload),
+            Stage("report", "write report.md", lambda: False, self.write_report),
+        ]
+
+    def export_and_reload(self) -> None:
+        hf = self.work / "hf"
+        if hf.exists():
+            shutil.rmtree(hf)
+        self._sh(["export", "--checkpoint", str(self.ckpt / "tiny"), "--out", str(hf), "--dtype", "fp32"])
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(hf, torch_dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(hf)
+        ids = tok(PROMPTS[0], return_tensors="pt").input_ids
+        out = model.generate(ids, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id)
+        text = tok.decode(out[0], skip_special_tokens=True)
+        print(f"  transformers {type(model).__name__} greedy sample:\n  {text!r}", flush=True)
+        (hf / "generation.json").write_text(json.dumps({"prompt": PROMPTS[0], "text": text,
+                                                        "class": type(model).__name__}, indent=2))
+
+    def write_report(self) -> None:
+        from llmtrain.report import write_quickstart_report
+
+        sentiment = yaml.safe_load((self.configs / "finetune" / "sentiment.yaml").read_text())["train"]["run_name"]
+        path = write_quickstart_report(self.work, self.ckpt / "tiny", self.ckpt / sentiment, self.timings)
+        print(f"  report: {path}", flush=True)
+
+    # ---- driver -------------------------------------------------------------------------------
+    def run(self, only: list[str] | None = None, force: list[str] | None = None) -> int:
+        self.write_data_config()
+        if self.state_file.is_file():
+            self.timings = json.loads(self.state_file.read_text()).get("timings", {})
+        stages = self.stages()
+        t_all = time.time()
+        for i, st in enumerate(stages, 1):
+            if only and st.name not in only and st.name != "report":
+                continue
+            head = f"[quickstart {i}/{len(stages)}] {st.name}: {st.what}"
+            if st.done() and st.name not in (force or []):
+                print(f"{head} -- already done, skipped", flush=True)
+                continue
+            print(head, flush=True)
+            t0 = time.time()
+            st.run()
+            self.timings[st.name] = round(time.time() - t0, 1)
+            self.state_file.write_text(json.dumps({"timings": self.timings}, indent=2))
+            print(f"[quickstart {i}/{len(stages)}] {st.name} finished in {self.timings[st.name]:.1f} s", flush=True)
+        print(f"[quickstart] all stages done in {time.time() - t_all:.0f} s; see {self.work / 'report.md'}", flush=True)
+        return 0
