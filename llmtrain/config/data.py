@@ -61,11 +61,11 @@ class SourceConfig:
             out.append(f"name: {self.name!r} must be letters, digits, '_', '.', '-' (it names a directory)")
         given = [k for k in ("starter", "path") if getattr(self, k) is not None]
         if len(given) > 1:
-            out.append(f"source {self.name}: give either starter or path, not both")
+            out.append(f"starter and path are both given for source {self.name}; keep one")
         if not given and self.tokens is None:
-            out.append(f"source {self.name}: needs starter: NAME, path: FILES, or tokens: N (planning only)")
+            out.append(f"source {self.name} needs starter: NAME, path: FILES, or tokens: N (planning only)")
         if self.validation_fraction is not None and self.validation_fraction >= 1:
-            out.append(f"source {self.name}: validation_fraction must be < 1, got {self.validation_fraction}")
+            out.append(f"validation_fraction must be < 1, got {self.validation_fraction}")
         return out
 
 

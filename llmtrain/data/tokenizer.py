@@ -1,0 +1,119 @@
+"""One tokenizer interface over our SentencePiece directories and existing Hugging Face ones.
+
+Our directories (written by ``llmtrain tokenizer train``) hold ``tokenizer.model`` plus an equivalent
+``tokenizer.json`` for Hugging Face and ``llmtrain_tokenizer.json``; we encode with SentencePiece
+itself (the reference). Any other directory is loaded with ``AutoTokenizer.from_pretrained``.
+The fingerprint (sha256 of the model file) is what manifests and checkpoints record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from llmtrain.errors import DataError
+
+META_FILE = "llmtrain_tokenizer.json"
+SP_MODEL = "tokenizer.model"
+HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+            "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json", "chat_template.jinja", META_FILE)
+
+
+def fingerprint_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+class Tokenizer:
+    """encode/decode plus the ids and identity the rest of the system needs."""
+
+    def __init__(self, directory: Path, backend: Any, kind: str, fingerprint: str):
+        self.directory, self._backend, self.kind, self.fingerprint = Path(directory), backend, kind, fingerprint
+        if kind == "sentencepiece":
+            sp = backend
+            self.vocab_size = sp.get_piece_size()
+            self.bos_id, self.eos_id, self.pad_id = sp.bos_id(), sp.eos_id(), sp.pad_id()
+        else:
+            hf = backend
+            self.vocab_size = len(hf)
+            self.bos_id = hf.bos_token_id if hf.bos_token_id is not None else -1
+            self.eos_id = hf.eos_token_id if hf.eos_token_id is not None else -1
+            self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else self.eos_id
+
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "sentencepiece":
+            return self._backend.encode(text)
+        return self._backend.encode(text, add_special_tokens=False)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self.kind == "sentencepiece":
+            return self._backend.encode(texts)
+        return self._backend(texts, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        ids = [int(i) for i in ids]
+        if self.kind == "sentencepiece":
+            return self._backend.decode(ids)
+        return self._backend.decode(ids)
+
+    def token_to_id(self, token: str) -> int:
+        if self.kind == "sentencepiece":
+            i = self._backend.piece_to_id(token)
+            return i if i != self._backend.unk_id() or token == "<unk>" else -1
+        i = self._backend.convert_tokens_to_ids(token)
+        return -1 if i is None or i == self._backend.unk_token_id else i
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Copy the tokenizer files into ``out_dir`` (checkpoints and exports carry the tokenizer)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if out.resolve() == self.directory.resolve():
+            return out
+        for name in HF_FILES:
+            if (self.directory / name).is_file():
+                shutil.copy2(self.directory / name, out / name)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.directory}, {self.kind}, vocab={self.vocab_size}, fp={self.fingerprint[:12]})"
+
+
+def is_tokenizer_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return (p / META_FILE).is_file() or (p / "tokenizer.json").is_file() or (p / "tokenizer_config.json").is_file()
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load our SentencePiece tokenizer dir or any Hugging Face tokenizer dir."""
+    p = Path(path)
+    if not p.is_dir() or not is_tokenizer_dir(p):
+        raise DataError(f"{p} is not a tokenizer directory (expected {META_FILE} + {SP_MODEL}, or a Hugging Face "
+                        f"tokenizer.json/tokenizer_config.json); train one with `llmtrain tokenizer train "
+                        f"--input FILES --vocab-size 8192 --out {p}` or point at an existing one")
+    if (p / META_FILE).is_file():
+        import sentencepiece as spm
+
+        model = p / SP_MODEL
+        if not model.is_file():
+            raise DataError(f"{model} is missing; retrain with `llmtrain tokenizer train ... --out {p}`")
+        sp = spm.SentencePieceProcessor(model_file=str(model))
+        return Tokenizer(p, sp, "sentencepiece", fingerprint_files([model]))
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(str(p))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot load the Hugging Face tokenizer in {p}: {e}") from None
+    files = [p / n for n in ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt")
+             if (p / n).is_file()]
+    return Tokenizer(p, hf, "hf", fingerprint_files(files or sorted(p.glob("*.json"))))
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
