@@ -27,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     env, device = start(cfg)
     task = build_finetune_task(cfg, env, device)  # fills cfg.model from the checkpoint
-    announce(cfg, env)
-    result = Trainer(cfg, task, env, device).fit()
+    trainer = Trainer(cfg, task, env, device)
+    announce(cfg, env)  # after every data, batch and checkpoint check: bad input writes nothing
+    result = trainer.fit()
     if env.rank == 0 and result.exit_code == 0:
         print(f"[llmtrain] fine-tuning done: {result.step} steps, checkpoint {result.last_checkpoint}", flush=True)
     return result.exit_code

@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from llmtrain.training.trainer import Trainer
 
     env, device = start(cfg)
-    announce(cfg, env)
     task = build_pretrain_task(cfg, env, device)
     trainer = Trainer(cfg, task, env, device)
+    announce(cfg, env)  # after every data, batch and checkpoint check: bad input writes nothing
     result = trainer.fit()
     if env.rank == 0 and result.exit_code == 0:
         print(f"[llmtrain] done: {result.step} steps, checkpoint {result.last_checkpoint}", flush=True)

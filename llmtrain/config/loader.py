@@ -65,13 +65,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        node = data
+        node: Any = data
         parts = key.strip().split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                node[p] = {}
-            node = node[p]
-        node[parts[-1]] = value
+        try:
+            for p in parts[:-1]:
+                if isinstance(node, list):  # `sources.0.weight=0.5` indexes into lists
+                    node = node[int(p)]
+                    continue
+                if not isinstance(node.get(p), (dict, list)):
+                    node[p] = {}
+                node = node[p]
+            if isinstance(node, list):
+                node[int(parts[-1])] = value
+            else:
+                node[parts[-1]] = value
+        except (ValueError, IndexError):
+            problems.append(f"--set {item!r}: {key} indexes a list with {p!r}, which is not a valid position")
     if problems:
         raise ConfigError(problems)
     return data

@@ -74,6 +74,8 @@ class TrainDataConfig:
     weights: dict[str, float] | None = field(None, help="override source weights of the data config: {source: weight}")
     document_masking: bool = field(True, help="attention does not cross document boundaries inside a packed sequence")
     num_workers: int = field(0, help="background loader workers (0 = in the training process)", min=0)
+    verify: bool = field(False, help="check every training shard's sha256 against the manifest before training "
+                                     "(reads the data once; sizes are always checked)")
 
 
 @dataclass

@@ -74,7 +74,12 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu", dtype: t
     if cfg.tie_embeddings:
         body.setdefault("output.weight", body["tok_embeddings.weight"])
     model = Transformer(cfg)
-    missing, unexpected = model.load_state_dict(body, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(body, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even with strict=False
+        shapes = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        raise CheckpointError(f"weights in {p} do not fit its model config ({'; '.join(shapes[:3])}): the config "
+                              f"and the weights come from different models") from None
     missing = [m for m in missing if not m.startswith("rope.")]
     if missing or unexpected:
         raise CheckpointError(f"weights in {p} do not fit the model config: missing {missing[:5]}, unexpected "

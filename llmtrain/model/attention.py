@@ -7,7 +7,11 @@ query t sees keys 0 .. S-T+t.
 
 ``doc_ids`` [B, T] (non-decreasing per row) marks the document of each token of a packed sequence;
 attention is then block-diagonal causal. flash_attn runs it as variable-length sequences
-(``flash_attn_varlen_func`` with ``cu_seqlens``); sdpa/eager use an equivalent boolean mask.
+(``flash_attn_varlen_func`` with ``cu_seqlens``). sdpa on CUDA runs it through PyTorch's
+``flex_attention`` (compiled once per process) with a block mask, which skips the blocks that cross
+documents; a boolean mask would push SDPA off its flash/cuDNN kernels onto the slower
+memory-efficient one. Elsewhere (CPU, eager, torch without flex) an equivalent boolean mask is used.
+Set ``LLMTRAIN_FLEX_ATTENTION=0`` to turn the flex path off.
 
 flash_attn is imported only when that backend is used, so this module loads anywhere.
 """
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +57,26 @@ def resolve_backend(name: str, device: torch.device | str, dtype: torch.dtype | 
     return "sdpa"
 
 
+@functools.lru_cache(maxsize=1)
+def flex_attention_available() -> bool:
+    """True when ``torch.nn.attention.flex_attention`` imports and LLMTRAIN_FLEX_ATTENTION is not 0."""
+    if os.environ.get("LLMTRAIN_FLEX_ATTENTION", "1") == "0":
+        return False
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@functools.cache
+def _flex_kernel(device_type: str):
+    """flex_attention compiled for CUDA (uncompiled it is a slow reference); plain elsewhere (tests)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
+
+
 @dataclass
 class DocumentLayout:
     """What a backend needs for document masking, built once per forward and shared by all layers."""
@@ -59,10 +85,34 @@ class DocumentLayout:
     mask: torch.Tensor | None = None  # bool [B, 1, T, T] for sdpa/eager
     cu_seqlens: torch.Tensor | None = None  # int32 [n_docs + 1] over the flattened batch (flash_attn)
     max_seqlen: int = 0
+    block_mask: Any = None  # flex_attention BlockMask (sdpa on CUDA), causal within documents
 
 
-def build_layout(doc_ids: torch.Tensor, backend: str) -> DocumentLayout:
-    """Precompute the mask (sdpa/eager) or the varlen boundaries (flash_attn) for ``doc_ids``."""
+def doc_block_mask(doc_ids: torch.Tensor) -> Any:
+    """flex_attention BlockMask: query t sees key s when s <= t and both are in the same document."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_doc_causal(b, h, q_idx, kv_idx):
+        return (doc_ids[b, q_idx] == doc_ids[b, kv_idx]) & (kv_idx <= q_idx)
+
+    B, T = doc_ids.shape
+    return create_block_mask(same_doc_causal, B, None, T, T, device=doc_ids.device)
+
+
+def _flex_fits(doc_ids: torch.Tensor, head_dim: int | None) -> bool:
+    # flex's Triton kernels want a power-of-two head dim of at least 16
+    dim_ok = head_dim is None or (head_dim >= 16 and head_dim & (head_dim - 1) == 0)
+    return doc_ids.is_cuda and dim_ok and flex_attention_available()
+
+
+def build_layout(doc_ids: torch.Tensor, backend: str, *, use_flex: bool | None = None,
+                 head_dim: int | None = None) -> DocumentLayout:
+    """Precompute the mask (sdpa/eager), block mask (sdpa + flex) or varlen boundaries (flash_attn).
+
+    ``use_flex`` None = flex_attention for sdpa on CUDA when available and ``head_dim`` suits it.
+    """
+    if backend == "sdpa" and (use_flex if use_flex is not None else _flex_fits(doc_ids, head_dim)):
+        return DocumentLayout(doc_ids, block_mask=doc_block_mask(doc_ids))
     if backend == "flash_attn":
         is_start = torch.ones_like(doc_ids, dtype=torch.bool)
         is_start[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
@@ -104,7 +154,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
     the mask in every layer.
     """
     if layout is None and doc_ids is not None:
-        layout = build_layout(doc_ids, backend)
+        layout = build_layout(doc_ids, backend, head_dim=q.shape[-1])
     _check_shapes(q, k, layout.doc_ids if layout is not None else None)
     if backend == "flash_attn":
         return _flash(q, k, v, causal, layout)
@@ -117,15 +167,29 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
 
 def _mask_for(q: torch.Tensor, k: torch.Tensor, causal: bool, layout: DocumentLayout | None) -> torch.Tensor | None:
     if layout is not None:
-        if layout.mask is None:
-            raise ValueError("layout was built for flash_attn; build it for the backend in use")
-        return layout.mask if causal else (layout.doc_ids[:, :, None] == layout.doc_ids[:, None, :])[:, None]
+        if not causal:
+            return (layout.doc_ids[:, :, None] == layout.doc_ids[:, None, :])[:, None]
+        if layout.mask is not None:
+            return layout.mask
+        if layout.block_mask is not None:  # built for flex; a caller forced another kernel
+            return build_layout(layout.doc_ids, "sdpa", use_flex=False).mask
+        raise ValueError("layout was built for flash_attn; build it for the backend in use")
     if causal:
         return _causal_mask(q.shape[1], k.shape[1], q.device)
     return None
 
 
+def _flex(q, k, v, layout: DocumentLayout) -> torch.Tensor:
+    """Document-masked causal attention through flex_attention (block mask from :func:`doc_block_mask`)."""
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    kernel = _flex_kernel(q.device.type)
+    out = kernel(qt, kt, vt, block_mask=layout.block_mask, enable_gqa=q.shape[2] != k.shape[2])
+    return out.transpose(1, 2)
+
+
 def _sdpa(q, k, v, causal: bool, layout: DocumentLayout | None) -> torch.Tensor:
+    if layout is not None and layout.block_mask is not None and causal and q.shape[1] == k.shape[1]:
+        return _flex(q, k, v, layout)
     n_rep = q.shape[2] // k.shape[2]
     T, S = q.shape[1], k.shape[1]
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)

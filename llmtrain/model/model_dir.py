@@ -55,7 +55,11 @@ def load_model_dir(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tenso
         raise CheckpointError(f"{p} is not an llmtrain model directory (needs {WEIGHTS_FILE} and {CONFIG_FILE}); "
                               "create one with `llmtrain import-hf --hf-dir DIR --out DIR`")
     cfg = build(ModelConfig, read_yaml(p / CONFIG_FILE), source=str(p / CONFIG_FILE))
-    sd = load_file(str(p / WEIGHTS_FILE))
+    try:
+        sd = load_file(str(p / WEIGHTS_FILE))
+    except Exception as e:  # safetensors raises its own error types for truncated or damaged files
+        raise CheckpointError(f"{p / WEIGHTS_FILE} is truncated or damaged ({e}); use an intact copy or an "
+                              f"earlier checkpoint") from None
     if cfg.tie_embeddings:
         sd["output.weight"] = sd["tok_embeddings.weight"]
     return cfg, sd

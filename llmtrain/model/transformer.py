@@ -106,7 +106,7 @@ class Transformer(nn.Module):
             if kv_cache is not None:
                 raise ValueError("doc_ids and kv_cache cannot be combined; decode one document per row")
             positions = positions_from_doc_ids(doc_ids)
-            layout = build_layout(doc_ids, backend)
+            layout = build_layout(doc_ids, backend, head_dim=self.cfg.head_dim)
             bound = T
         else:
             start = kv_cache.length if kv_cache is not None else 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,31 @@ def read_latest(run_dir: Path) -> Path | None:
             f"{latest} names {tag}, but {step_dir / STATE} is missing: the checkpoint is incomplete or was "
             f"moved. Point --resume at an intact step directory, or start over with --resume never.")
     return step_dir
+
+
+def refuse_uncommitted(run_dir: Path) -> None:
+    """Refuse a run directory that holds step directories with a trainer state but no `latest`.
+
+    Starting over there would overwrite them: either `latest` was deleted, or the run crashed
+    between writing its first trainer_state.json and committing it (which of the two cannot be told).
+    """
+    found = sorted(p.name for p in run_dir.glob("step_*") if (p / STATE).is_file())
+    if found:
+        raise CheckpointError(
+            f"{run_dir} holds {', '.join(found)} but no `latest` file, so it is unclear which checkpoint is "
+            f"complete; starting over would overwrite them. Resume explicitly with --resume {run_dir / found[-1]} "
+            f"(or an earlier step), or start a new run (another train.run_name) / delete the directory yourself")
+
+
+def damaged(step_dir: Path, error: BaseException) -> CheckpointError:
+    """The error for a checkpoint whose DeepSpeed or RNG files cannot be read, naming earlier ones."""
+    earlier = sorted(p for p in step_dir.parent.glob("step_*")
+                     if p.name < step_dir.name and not p.name.endswith("_universal") and (p / STATE).is_file())
+    hint = (f"resume from an earlier one with --resume {earlier[-1]}" if earlier
+            else "no earlier checkpoint exists; start a new run (another train.run_name)")
+    first = (str(error).splitlines() or [""])[0].split(". ")[0][:200]
+    return CheckpointError(f"cannot load checkpoint {step_dir}: its files are truncated or damaged "
+                           f"({type(error).__name__}: {first}); {hint}")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -155,8 +181,12 @@ def consolidate_deepspeed(step_dir: Path) -> dict[str, torch.Tensor]:
     files = sorted(step_dir.glob("mp_rank_*_model_states.pt"))
     if not files:
         raise CheckpointError(f"{step_dir} holds neither {WEIGHTS} nor DeepSpeed model states; it is not a usable checkpoint")
-    # DeepSpeed stores these as pickles; only files this project wrote are loaded here.
-    return {k: v.float() for k, v in torch.load(files[0], map_location="cpu", weights_only=False)["module"].items()}
+    # DeepSpeed pickles a dict of tensors, numbers and strings: torch's restricted unpickler reads it
+    try:
+        states = torch.load(files[0], map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise damaged(step_dir, e) from e
+    return {k: v.float() for k, v in states["module"].items()}
 
 
 def rotate(run_dir: Path, keep_last: int) -> None:

@@ -28,12 +28,27 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
 
 class GuardedAdamW(torch.optim.AdamW):
     """AdamW that skips the whole update (moments untouched) when any rank sees a non-finite
-    gradient, or when the trainer asks it to (loss spike). ``skipped`` tells the trainer."""
+    gradient, or when the trainer asks it to (loss spike). ``skipped`` tells the trainer.
+
+    DeepSpeed's ZeRO optimizers call ``step()`` once per parameter (sub-)group, so the trainer
+    brackets one engine step with :meth:`begin_step` / :meth:`end_step`: a requested skip then
+    applies to every group, and ``skipped`` reports a skip in any of them.
+    """
 
     def __init__(self, params, **kw) -> None:
         super().__init__(params, **kw)
         self.skip_next = False
         self.skipped = False
+        self._skip_all = False
+        self._bracketed = False
+
+    def begin_step(self, skip: bool = False) -> None:
+        self._bracketed, self._skip_all, self.skipped = True, skip, False
+
+    def end_step(self) -> bool:
+        """Close the bracket; True when any group's update of this step was skipped."""
+        self._bracketed = self._skip_all = False
+        return self.skipped
 
     def _grads_finite(self) -> bool:
         ok = torch.ones((), dtype=torch.float32)
@@ -49,9 +64,10 @@ class GuardedAdamW(torch.optim.AdamW):
     @torch.no_grad()
     def step(self, closure: Callable | None = None):  # type: ignore[override]
         finite = self._grads_finite()
-        self.skipped = self.skip_next or not finite
+        skip = self.skip_next or self._skip_all or not finite
+        self.skipped = (self.skipped and self._bracketed) or skip
         self.skip_next = False
-        if self.skipped:
+        if skip:
             return None
         return super().step(closure)
 

@@ -56,7 +56,7 @@ def build_pretrain_task(cfg: RunConfig, env: DistEnv, device: torch.device) -> T
     t = cfg.train
     loader = PretrainLoader(data_cfg, split="train", seq_len=t.seq_len, micro_batch_size=t.micro_batch_size,
                             global_batch_size=t.global_batch_size, dp_rank=env.rank, dp_size=env.world_size,
-                            seed=t.seed, weights=cfg.data.weights)
+                            seed=t.seed, weights=cfg.data.weights, verify=cfg.data.verify)
     val = {name: validation_batches(data_cfg, name, seq_len=t.seq_len, micro_batch_size=t.micro_batch_size,
                                     dp_rank=env.rank, dp_size=env.world_size, max_batches=t.eval_batches)
            for name in loader.source_names}
