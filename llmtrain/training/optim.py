@@ -51,13 +51,15 @@ class GuardedAdamW(torch.optim.AdamW):
         return self.skipped
 
     def _grads_finite(self) -> bool:
-        ok = torch.ones((), dtype=torch.float32)
+        distributed = dist.is_available() and dist.is_initialized()
+        # NCCL only reduces CUDA tensors; staying on the device also avoids a sync per tensor
+        device = "cuda" if distributed and dist.get_backend() == "nccl" else "cpu"
+        ok = torch.ones((), dtype=torch.float32, device=device)
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None and not torch.isfinite(p.grad).all():
-                    ok.zero_()
-                    break
-        if dist.is_available() and dist.is_initialized():
+                if p.grad is not None:
+                    ok = torch.minimum(ok, torch.isfinite(p.grad).all().to(device, torch.float32))
+        if distributed:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)  # every rank skips together
         return bool(ok.item())
 
