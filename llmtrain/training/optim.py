@@ -54,11 +54,11 @@ class GuardedAdamW(torch.optim.AdamW):
         distributed = dist.is_available() and dist.is_initialized()
         # NCCL only reduces CUDA tensors; staying on the device also avoids a sync per tensor
         device = "cuda" if distributed and dist.get_backend() == "nccl" else "cpu"
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
         ok = torch.ones((), dtype=torch.float32, device=device)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    ok = torch.minimum(ok, torch.isfinite(p.grad).all().to(device, torch.float32))
+        if grads:  # one fused norm per device instead of an isfinite kernel per tensor
+            norms = torch._foreach_norm(grads)
+            ok = torch.isfinite(torch.stack([n.float().to(device) for n in norms]).sum()).float()
         if distributed:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)  # every rank skips together
         return bool(ok.item())
