@@ -17,7 +17,8 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_",
                                                                      "SLURM_", "OMPI_", "PMI_"))}
     env.update({"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu",
-                "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""})
+                "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "",
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
     env.update(extra)
     return env
 

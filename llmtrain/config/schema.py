@@ -77,6 +77,12 @@ class TrainDataConfig:
     verify: bool = field(False, help="check every training shard's sha256 against the manifest before training "
                                      "(reads the data once; sizes are always checked)")
 
+    def check(self) -> list[str]:
+        bad = {k: v for k, v in (self.weights or {}).items() if not (isinstance(v, (int, float)) and 0 <= v < float("inf"))}
+        if bad:
+            return [f"weights: {bad} must be finite and >= 0 (0 = prepared but not sampled); fix data.weights"]
+        return []
+
 
 @dataclass
 class TrainConfig:

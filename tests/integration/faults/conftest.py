@@ -1,0 +1,23 @@
+"""Fixtures of the failure tests; the tools they use live in faultkit.py (importable from here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from clitools import losses_by_step, tiny_train_args, torchrun  # noqa: E402
+from faultkit import EVERY  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def reference_losses(tiny_data, tmp_path_factory) -> dict[int, float]:
+    """Per-step losses of the uninterrupted 8-step 2-rank run (checkpoint every 2 steps)."""
+    ckpt = tmp_path_factory.mktemp("reference")
+    torchrun(2, tiny_train_args(tiny_data, ckpt, *EVERY))
+    losses = losses_by_step(ckpt / "t")
+    assert sorted(losses) == list(range(1, 9))
+    return losses
