@@ -46,6 +46,17 @@ def _versions() -> str:
     return f"torch {torch.__version__}, deepspeed {ds}, Python {platform.python_version()}, {os.cpu_count()} CPU cores"
 
 
+def _mixture_table(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    plan = json.loads(path.read_text())
+    rows = [f"Budget: {plan['budget']:,.0f} tokens.", "",
+            "| source | tokens available | weight | tokens drawn | epochs elapsed |", "|---|---|---|---|---|"]
+    rows += [f"| {s['source']} | {s['tokens_available']:,.0f} | {s['weight']:.3f} | {s['tokens_drawn']:,.0f} | {s['epochs']:.2f} |"
+             for s in plan["sources"]]
+    return [*rows, ""]
+
+
 def _pretrain_summary(run_dir: Path) -> list[str]:
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
@@ -75,14 +86,13 @@ def write_quickstart_report(work: Path, pretrain_run: Path, finetune_run: Path, 
     rows = ["| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in timings.items()]
     rows.append(f"| **total** | **{sum(timings.values()):.1f}** |")
     lines += _section("Stage timings", rows)
-    mix_md = next(iter(sorted((work / "mixture").glob("*.md"))), None) if (work / "mixture").is_dir() else None
-    mix = (_embed_markdown(mix_md) if mix_md else []) + _image(work, work / "mixture" / "mixture.png", "mixture.png", "mixture plan")
+    mix = _mixture_table(work / "mixture" / "mixture.json") + _image(work, work / "mixture" / "mixture.png", "mixture.png", "mixture plan")
     lines += _section("Data mixture", mix or ["_no mixture plan found_"])
     pre = _pretrain_summary(pretrain_run) + _image(work, pretrain_run / "loss.png", "pretrain_loss.png", "loss curves")
     lines += _section("Pretraining (tiny model, DeepSpeed ZeRO-2)", pre)
     lines += _section("Evaluation of the pretrained model", _embed_markdown(work / "eval_pretrain" / "eval.md"))
     ft = _embed_markdown(work / "eval_sentiment" / "eval.md")
-    ft += _image(work, work / "eval_sentiment" / "classification_accuracy.png", "sentiment_accuracy.png", "accuracy")
+    ft += _image(work, work / "eval_sentiment" / "classification.png", "sentiment_accuracy.png", "accuracy")
     ft += _image(work, finetune_run / "loss.png", "finetune_loss.png", "fine-tuning loss")
     lines += _section("Sentiment fine-tuning (Rotten Tomatoes, split by movie)", ft)
     gen = work / "hf" / "generation.json"
