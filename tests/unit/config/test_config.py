@@ -96,3 +96,17 @@ def test_shipped_run_configs_validate(path):
 def test_shipped_model_presets_validate(path):
     cfg = build(ModelConfig, yaml.safe_load((ROOT / "configs" / "model" / path).read_text()))
     assert cfg.dim % cfg.n_heads == 0
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "configs" / "data").glob("*.yaml")))
+def test_shipped_data_configs_validate(path):
+    from llmtrain.config.data import load_data_config
+
+    cfg = load_data_config(ROOT / "configs" / "data" / path)
+    assert cfg.sources and all(s.weight >= 0 for s in cfg.sources)
+
+
+def test_eval_task_files_are_yaml_mappings():
+    for p in (ROOT / "configs" / "eval").glob("*.yaml"):
+        data = yaml.safe_load(p.read_text())
+        assert isinstance(data, dict) and "task" in data, p
