@@ -141,7 +141,7 @@ class Quickstart:
             Stage("evaluate", "perplexity per source on held-out shards, and samples",
                   lambda: (self.work / "eval_pretrain" / "eval.json").is_file(),
                   lambda: self._sh(["eval", "--checkpoint", str(pre_run), "--tasks", "perplexity", "samples",
-                                    *sum((["--prompt", p] for p in PROMPTS), []), "--set", "eval.max_new_tokens=40",
+                                    *sum((["--prompt", p] for p in PROMPTS), []), "--set", "eval.max_new_tokens=40", "--set", "eval.batches=8",
                                     "--out", str(self.work / "eval_pretrain")])),
             Stage("finetune", "fine-tune for sentiment (Rotten Tomatoes) from the pretrained checkpoint",
                   lambda: self._finished(ft_run, sentiment, self.finetune_steps),
