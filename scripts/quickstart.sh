@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/llmtrain quickstart "$@"
+exec "${LLMTRAIN_VENV:-.venv}/bin/llmtrain" quickstart "$@"

@@ -209,6 +209,13 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg, t = self.cfg, self.cfg.train
+        if self.resume_dir is not None and self.step >= t.max_steps:
+            # Re-saving would rewrite the step directory `latest` names; a crash then could lose it.
+            if self.is_rank0:
+                print(f"[llmtrain] {self.resume_dir} is already at step {self.step} >= train.max_steps "
+                      f"{t.max_steps}: nothing to do (raise train.max_steps to continue)", flush=True)
+            self.logger.close()
+            return TrainResult(self.step, self.losses, self.run_dir, self.resume_dir)
         preempt = PreemptionFlag().install()
         last_ckpt = self.resume_dir
         recent: deque[float] = deque(maxlen=100)
