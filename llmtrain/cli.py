@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llmtrain",
         description="Pretrain, fine-tune, evaluate and export decoder-only language models.",
     )
+    # the deepspeed launcher inserts --local_rank=N after the module name; ranks come from the environment
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:

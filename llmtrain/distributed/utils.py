@@ -80,5 +80,8 @@ def get_logger(name: str) -> logging.Logger:
         handler.addFilter(_Rank0Filter())
         root.addHandler(handler)
         root.setLevel(logging.INFO)
-        root.propagate = False
-    return logging.getLogger(name if name == "llmtrain" or name.startswith("llmtrain.") else f"llmtrain.{name}")
+    logger = logging.getLogger(name if name == "llmtrain" or name.startswith("llmtrain.") else f"llmtrain.{name}")
+    # On the logger too, so that handlers an application adds to the root logger see rank 0 only.
+    if not any(isinstance(f, _Rank0Filter) for f in logger.filters):
+        logger.addFilter(_Rank0Filter())
+    return logger

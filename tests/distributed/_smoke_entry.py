@@ -1,0 +1,31 @@
+"""A minimal distributed program for launcher tests: discover, init through DeepSpeed, collectives.
+
+Prints one line per rank, e.g. ``SMOKE rank=1 world=2 local_rank=1 launcher=torchrun sum=3
+bcast=rank0-secret gathered=[0, 10]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from llmtrain.distributed.env import discover, init_distributed
+from llmtrain.distributed.utils import all_gather_object, barrier, broadcast_object, get_logger, is_rank0
+
+
+def main() -> None:
+    env = discover()
+    init_distributed(env, device="cpu", timeout_s=60)
+    t = torch.tensor([float(env.rank + 1)])
+    dist.all_reduce(t)
+    secret = broadcast_object(f"rank{env.rank}-secret")
+    gathered = all_gather_object(env.rank * 10)
+    barrier()
+    get_logger("smoke").info("SMOKE-LOG rank0 only (is_rank0=%s)", is_rank0())
+    print(f"SMOKE rank={dist.get_rank()} world={dist.get_world_size()} local_rank={env.local_rank} "
+          f"launcher={env.launcher} sum={t.item():g} bcast={secret} gathered={gathered}", flush=True)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
