@@ -213,12 +213,17 @@ STARTERS: dict[str, Callable[[], Iterator[str]]] = {
 }
 
 
-def starter_path(name: str) -> Path:
-    """The cached jsonl of a starter source, built on first use."""
+def cached_path(name: str) -> Path:
+    """Where the jsonl of a starter source lives in the cache (whether or not it is there yet)."""
     if name not in STARTERS:
         raise DataError(f"unknown starter source {name!r}; available: {', '.join(STARTERS)}")
     tag = f"{sys.version_info.major}{sys.version_info.minor}" if name == "python_stdlib" else "v1"
-    path = cache_dir() / "starter" / f"{name}-{tag}.jsonl"
+    return cache_dir() / "starter" / f"{name}-{tag}.jsonl"
+
+
+def starter_path(name: str) -> Path:
+    """The cached jsonl of a starter source, built on first use."""
+    path = cached_path(name)
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -107,10 +107,10 @@ class Quickstart:
             print(f"  {src['name']:<14} {path}  ({path.stat().st_size / 2**20:.1f} MiB, {time.time() - t0:.1f} s)", flush=True)
 
     def sources_fetched(self) -> bool:
-        from data_prep.starter import cache_dir
+        from data_prep.starter import cached_path
 
         cfg = yaml.safe_load(self.data_cfg.read_text())
-        return all((cache_dir() / "starter" / f"{s['starter']}.jsonl").is_file() for s in cfg["sources"])
+        return all(cached_path(s["starter"]).is_file() for s in cfg["sources"])
 
     def pretrain_tokens(self) -> int:
         t = yaml.safe_load((self.configs / "pretrain" / "tiny.yaml").read_text())["train"]
