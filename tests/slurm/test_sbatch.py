@@ -174,3 +174,29 @@ def test_prepare_array_matches_single_process(slurm, tmp_path):
     logs = "\n".join(f.read_text() for f in sorted(array.glob("*.out")))[-6000:]
     assert _states(tok, env) == ["COMPLETED"] and _states(shards, env) == ["COMPLETED"] * 3, logs
     assert _manifest(array / "shards") == _manifest(single / "shards"), logs
+
+
+def test_finetune_and_eval_sbatch(slurm, tiny_data, tmp_path):
+    """The README's `sbatch slurm/finetune.sbatch ...` and `sbatch slurm/eval.sbatch --checkpoint ...`:
+    SFT from a pretraining checkpoint as a Slurm job, then its evaluation as another."""
+    from clitools import run_cli, tiny_train_args
+
+    run_cli(tiny_train_args(tiny_data, tmp_path / "pre", "train.max_steps=2"))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Count to {i}.", "response": " ".join(map(str, range(i)))}) + "\n"
+                             for i in range(2, 40)))
+    sets = (f"checkpoint.dir={tmp_path / 'ft'} finetune.dataset={pairs} train.max_steps=2 train.device=cpu "
+            "train.seq_len=64 train.micro_batch_size=2 train.global_batch_size=4 eval.lm_eval_tasks=[]")
+    log = tmp_path / "ft.out"
+    env = _env(slurm, OVERRIDES=sets, NPROC_PER_NODE="1")
+    job = _sbatch(["--output", str(log), "slurm/finetune.sbatch", "--config", "configs/finetune/sft.yaml",
+                   "--init", str(tmp_path / "pre" / "t")], env)
+    _wait(job, env, _done, "fine-tuning", log)
+    run_dir = tmp_path / "ft" / "sft-tiny"
+    assert (run_dir / "latest").read_text().strip() == "step_000002", log.read_text()[-3000:]
+    log = tmp_path / "ev.out"
+    job = _sbatch(["--output", str(log), "slurm/eval.sbatch", "--checkpoint", str(run_dir), "--tasks", "sft",
+                   "--out", str(tmp_path / "ev")], _env(slurm))
+    _wait(job, _env(slurm), _done, "evaluation", log)
+    result = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert result["sft"]["validation"]["loss"] > 0, log.read_text()[-3000:]
