@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from llmtrain.errors import UserError
@@ -32,6 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_now_if_distributed(code: int) -> None:
+    """After a failed collective, tearing down the process group can block on the dead peer or abort
+    the interpreter (gloo threads still waiting); leave at once with the intended exit code."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     from llmtrain.config.base import ConfigError
 
@@ -41,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ConfigError, UserError) as e:
         print(f"llmtrain {args.command}: error: {e}", file=sys.stderr)
+        _exit_now_if_distributed(2)
         return 2
     except KeyboardInterrupt:
         print(f"llmtrain {args.command}: interrupted", file=sys.stderr)

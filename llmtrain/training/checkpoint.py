@@ -177,7 +177,8 @@ def consolidate_deepspeed(step_dir: Path) -> dict[str, torch.Tensor]:
     if list(step_dir.glob("*optim_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return dict(get_fp32_state_dict_from_zero_checkpoint(str(run_dir), tag=tag))
+        merged = get_fp32_state_dict_from_zero_checkpoint(str(run_dir), tag=tag)
+        return {k.removeprefix("model."): v for k, v in merged.items()}
     files = sorted(step_dir.glob("mp_rank_*_model_states.pt"))
     if not files:
         raise CheckpointError(f"{step_dir} holds neither {WEIGHTS} nor DeepSpeed model states; it is not a usable checkpoint")
@@ -186,7 +187,8 @@ def consolidate_deepspeed(step_dir: Path) -> dict[str, torch.Tensor]:
         states = torch.load(files[0], map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         raise damaged(step_dir, e) from e
-    return {k: v.float() for k, v in states["module"].items()}
+    # the engine wrapped the model in the trainer's LossModule, hence the "model." prefix
+    return {k.removeprefix("model."): v.float() for k, v in states["module"].items()}
 
 
 def rotate(run_dir: Path, keep_last: int) -> None:
