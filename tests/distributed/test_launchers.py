@@ -6,26 +6,12 @@ losses exactly (same config, same seed, fp32, one thread per rank).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
-import sys
 from pathlib import Path
 
+import launchtools as S
 import pytest
-
-
-def _support():
-    name = "llmtrain_launch_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_launch_support.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-S = _support()
 
 
 @pytest.fixture(scope="module")

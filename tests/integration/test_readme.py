@@ -84,6 +84,11 @@ def translate(cmd: str, ws: Workspace) -> list[str] | None:
     if head == "sbatch":
         return None  # tests/slurm/test_readme_sbatch.py runs these on a real local Slurm
     if head == "llmtrain":
+        if any(a.startswith("/models/") for a in argv):  # the README's local HF Llama directory
+            assert ws.hf_dir is not None
+            argv = [str(ws.hf_dir) if a.startswith("/models/") else a for a in argv]
+            if argv[1] == "finetune":
+                return ["llmtrain", "finetune", *_train_args(argv[2:], finetune=True, run_name="from-hf")]
         sub, rest = argv[1], argv[2:]
         if sub in ("train", "finetune"):
             return ["llmtrain", sub, *_train_args(rest, finetune=sub == "finetune")]
@@ -93,13 +98,10 @@ def translate(cmd: str, ws: Workspace) -> list[str] | None:
             rest = [str(p) for a in rest for p in (sorted(ws.root.glob(a)) if "*" in a else [a])]
             rest = ["1000" if a == "32000" else a for a in rest]
             return ["llmtrain", "tokenizer", *rest]
-        if sub in ("import-hf",) or "/models/" in cmd:
-            assert ws.hf_dir is not None
-            return ["llmtrain", *[str(ws.hf_dir) if a.startswith("/models/") else a for a in argv[1:]]]
         if sub == "eval":
             return ["llmtrain", *argv[1:], "--set", "eval.batches=2", "--lm-eval-limit", "20"] if "--lm-eval" in argv \
                 else ["llmtrain", *argv[1:], "--set", "eval.batches=2"]
-        if sub in ("mixture", "export", "generate", "bigbench"):
+        if sub in ("mixture", "export", "generate", "bigbench", "import-hf"):
             return ["llmtrain", *argv[1:]]
         raise AssertionError(f"README command not handled by the README test: {cmd}")
     port = str(free_port())
@@ -140,6 +142,8 @@ def test_readme_commands_run(tmp_path):
     assert (tmp_path / "checkpoints" / "tiny" / "latest").is_file()
     assert (tmp_path / "hf" / "tiny" / "config.json").is_file()
     assert (tmp_path / "tokenizers" / "mine" / "tokenizer.model").is_file()
+    assert (tmp_path / "models" / "llama1b" / "model.safetensors").is_file()
+    assert (tmp_path / "checkpoints" / "from-hf" / "latest").is_file()
     assert len(ran) >= 15, ran
     assert all(c.startswith(("bash ", "sbatch ", "mpirun ", "CONFIG=")) for c in covered), covered
 

@@ -5,30 +5,18 @@ on the first namespace's address), one rank per host. The losses equal a 2-rank 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
+import launchtools as S
 import pytest
 
 pytestmark = pytest.mark.netns
 
 
-def _support():
-    name = "llmtrain_launch_support"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "distributed" / "_launch_support.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
 
 
-S = _support()
 IFACE = "llm0"  # same name inside both namespaces, so one GLOO_SOCKET_IFNAME fits both hosts
 SUBNET = "10.231.77"
 

@@ -6,27 +6,17 @@ packages cannot be installed, or another slurmctld already holds the port.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
+import launchtools
 import pytest
 
 CLUSTER = Path(__file__).with_name("cluster")
 
 
-def load_support():
-    name = "llmtrain_launch_support"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "distributed" / "_launch_support.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
 
 
 def _port_busy(port: int) -> bool:
@@ -39,7 +29,7 @@ def slurm(tmp_path_factory) -> dict[str, str]:
     """Environment (SLURM_CONF) of a running local cluster; daemons stopped at the end."""
     if os.geteuid() != 0:
         pytest.skip("starting slurmctld/slurmd/munged needs root")
-    reason = load_support().apt_install(["slurm-wlm"], ["slurmctld", "slurmd", "sbatch"])
+    reason = launchtools.apt_install(["slurm-wlm"], ["slurmctld", "slurmd", "sbatch"])
     if reason:
         pytest.skip(f"Slurm unavailable: {reason}")
     if _port_busy(6817):

@@ -3,32 +3,21 @@ prepare array. Each compares with a run outside Slurm: same losses, same manifes
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import launchtools as S
 import pytest
 
 pytestmark = pytest.mark.slurm
 
 
-def _support():
-    name = "llmtrain_launch_support"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "distributed" / "_launch_support.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
 
 
-S = _support()
 PREEMPT_STEPS = 24
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
 

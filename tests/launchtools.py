@@ -16,7 +16,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 TINY_CONFIG = REPO / "configs" / "pretrain" / "tiny.yaml"
 STEPS = 6
