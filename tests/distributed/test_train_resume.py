@@ -79,3 +79,17 @@ def test_same_config_same_losses_and_consolidation(tiny_data, tmp_path):
     assert set(saved) == set(merged)
     for k in saved:
         torch.testing.assert_close(saved[k].float(), merged[k].float(), rtol=0, atol=0)
+
+
+def test_cpu_offload_of_optimizer_and_parameters(tiny_data, tmp_path):
+    """ZeRO-3 with optimizer and parameter offload trains like plain ZeRO-3 (same losses)."""
+    plain, off = tmp_path / "plain", tmp_path / "off"
+    torchrun(2, tiny_train_args(tiny_data, plain, "train.zero_stage=3", "train.max_steps=3"))
+    torchrun(2, tiny_train_args(tiny_data, off, "train.zero_stage=3", "train.max_steps=3",
+                                "train.offload_optimizer=true", "train.offload_params=true"))
+    ds = json.loads((off / "t" / "step_000003" / "ds_config.json").read_text())["zero_optimization"]
+    assert ds["offload_optimizer"]["device"] == "cpu" and ds["offload_param"]["device"] == "cpu"
+    a, b = losses_by_step(plain / "t"), losses_by_step(off / "t")
+    assert a.keys() == b.keys() == {1, 2, 3}
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-6), step
