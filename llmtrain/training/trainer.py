@@ -239,8 +239,9 @@ class Trainer:
                 self.engine.train()
                 loss_sum, tokens, checksum = 0.0, 0, 0
                 for micro in range(gas):
-                    batch = {k: v.to(self.device, non_blocking=True) for k, v in self.task.train_loader.next_batch().items()}
-                    checksum += batch_checksum(batch["input_ids"])
+                    host_batch = self.task.train_loader.next_batch()
+                    checksum += batch_checksum(host_batch["input_ids"])  # on the host: no device sync
+                    batch = {k: v.to(self.device, non_blocking=True) for k, v in host_batch.items()}
                     loss, n = self.engine(batch)
                     loss = self.faults.on_loss(loss, self.step + 1)
                     self.engine.backward(loss)
