@@ -92,6 +92,18 @@ def _open(data_config_path: str) -> tuple[DataConfig, Manifest]:
     return cfg, read_manifest(cfg.output_path, data_config_path)
 
 
+def tokenizer_dir_of(cfg: DataConfig, manifest: Manifest) -> str:
+    """The tokenizer of the shards: the data config's ``tokenizer.path`` when it holds the tokenizer the
+    manifest names (so a prepared directory can move to another machine or mount point), else the
+    absolute path recorded at prepare time."""
+    from llmtrain.data.tokenizer import is_tokenizer_dir, load_tokenizer
+
+    if (cfg.tokenizer is not None and is_tokenizer_dir(cfg.tokenizer.path)
+            and load_tokenizer(cfg.tokenizer.path).fingerprint == manifest.tokenizer_fingerprint):
+        return str(Path(cfg.tokenizer.path).resolve())
+    return manifest.tokenizer_dir
+
+
 class PretrainLoader:
     """Deterministic, resumable, data-parallel micro-batches of packed pretraining sequences."""
 
@@ -134,7 +146,7 @@ class PretrainLoader:
                                 f"lower seq_len, prepare more data, or give it weight 0")
         self.vocab_size = self.manifest.vocab_size
         self.tokenizer_fingerprint = self.manifest.tokenizer_fingerprint
-        self.tokenizer_dir = self.manifest.tokenizer_dir
+        self.tokenizer_dir = tokenizer_dir_of(self.cfg, self.manifest)
         self.data_fingerprint = self.manifest.fingerprint()
         self.consumed_samples = 0
         self._micro = 0
@@ -194,8 +206,8 @@ def validation_batches(data_config_path: str, source: str, *, seq_len: int, micr
 
 def describe_data(data_config_path: str) -> dict[str, Any]:
     """Vocabulary, tokenizer identity and token counts of a prepared data config."""
-    _, manifest = _open(data_config_path)
+    cfg, manifest = _open(data_config_path)
     return {"vocab_size": manifest.vocab_size, "tokenizer_fingerprint": manifest.tokenizer_fingerprint,
-            "tokenizer_dir": manifest.tokenizer_dir, "data_fingerprint": manifest.fingerprint(),
+            "tokenizer_dir": tokenizer_dir_of(cfg, manifest), "data_fingerprint": manifest.fingerprint(),
             "sources": {n: {"train_tokens": manifest.tokens(n, "train"),
                             "validation_tokens": manifest.tokens(n, "validation")} for n in manifest.sources}}

@@ -118,3 +118,25 @@ def test_bad_shapes_and_resume_mismatch(prepared_corpus):
     with pytest.raises(DataError, match="fewer than seq_len"):
         PretrainLoader(prepared_corpus, seq_len=100_000, micro_batch_size=1, global_batch_size=1, dp_rank=0,
                        dp_size=1, seed=0)
+
+
+
+def test_prepared_directory_can_move(tmp_path):
+    """After the prepared tree moves (another machine, another mount), the tokenizer is found through
+    the data config instead of the absolute path recorded at prepare time."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+    from clitools import TINY_DATA_YAML, run_cli
+
+    root, moved = tmp_path / "a", tmp_path / "b"
+    root.mkdir()
+    text = TINY_DATA_YAML.format(root=root).replace("1200000", "200000").replace("800000", "200000")
+    (root / "data.yaml").write_text(text.replace("vocab_size: 1024", "vocab_size: 400"))
+    run_cli(["prepare", "--config", str(root / "data.yaml"), "--workers", "1"])
+    shutil.move(str(root), str(moved))
+    data = yaml.safe_load((moved / "data.yaml").read_text())
+    data["output_dir"], data["tokenizer"]["path"] = str(moved / "shards"), str(moved / "tokenizer")
+    (moved / "data.yaml").write_text(yaml.safe_dump(data))
+    assert describe_data(str(moved / "data.yaml"))["tokenizer_dir"] == str(Path(moved / "tokenizer").resolve())
