@@ -60,6 +60,12 @@ def build_pretrain_task(cfg: RunConfig, env: DistEnv, device: torch.device) -> T
     val = {name: validation_batches(data_cfg, name, seq_len=t.seq_len, micro_batch_size=t.micro_batch_size,
                                     dp_rank=env.rank, dp_size=env.world_size, max_batches=t.eval_batches)
            for name in loader.source_names}
+    empty = [k for k, v in val.items() if not v]
+    if empty and env.rank == 0:
+        need = t.micro_batch_size * env.world_size * (t.seq_len + 1)
+        print(f"[llmtrain] no validation for {', '.join(empty)}: a held-out split needs at least micro_batch_size x "
+              f"ranks x (seq_len + 1) = {need} tokens; raise validation_fraction in the data config or lower "
+              f"train.micro_batch_size", flush=True)
     val = {k: v for k, v in val.items() if v}
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = Transformer(cfg.model)
