@@ -18,6 +18,7 @@ from pathlib import Path
 
 from llmtrain.data.tokenizer import META_FILE, SP_MODEL, Tokenizer, load_tokenizer
 from llmtrain.errors import DataError
+from llmtrain.fsutil import atomic_write_bytes
 
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 MAX_LINE_BYTES = 4096
@@ -80,12 +81,6 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, *, vocab_size: in
     log(f"[tokenizer] trained vocab {tok.vocab_size} on {counter['n']:,} lines in {time.time() - t0:.1f}s "
         f"-> {out} (fingerprint {tok.fingerprint[:12]})")
     return tok
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_hf_files(out: Path, specials: list[str]) -> None:

@@ -44,15 +44,6 @@ def tag_for(step: int) -> str:
     return f"step_{step:06d}"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_latest(run_dir: Path) -> Path | None:
     """The step directory named by ``run_dir/latest``, or None when there is no checkpoint yet."""
     latest = run_dir / LATEST

@@ -29,6 +29,7 @@ from llmtrain.config.schema import ModelConfig, RunConfig
 from llmtrain.distributed.ds_config import build_ds_config
 from llmtrain.distributed.env import DistEnv
 from llmtrain.errors import CheckpointError, UserError
+from llmtrain.fsutil import atomic_write_text
 from llmtrain.training import checkpoint as ckpt
 from llmtrain.training.faults import FaultPlan
 from llmtrain.training.metrics import MetricsLogger, StepTimer, memory_gib, peak_tflops, plot_losses
@@ -407,7 +408,7 @@ class Trainer:
                 f"resume from it.") from None
         self._barrier()
         if self.is_rank0:
-            ckpt.write_atomic(self.run_dir / ckpt.LATEST, tag)
+            atomic_write_text(self.run_dir / ckpt.LATEST, tag)
             ckpt.rotate(self.run_dir, self.cfg.checkpoint.keep_last)
         self._barrier()
         return step_dir
@@ -444,7 +445,7 @@ class Trainer:
             "last_loss": self.losses.get(self.step),
             **{k: v for k, v in self.task.extra_state.items() if k != "head"},
         }
-        ckpt.write_atomic(step_dir / ckpt.STATE, json.dumps(state, indent=2))
+        atomic_write_text(step_dir / ckpt.STATE, json.dumps(state, indent=2))
 
     def _barrier(self) -> None:
         if dist.is_initialized():
