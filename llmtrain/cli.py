@@ -34,8 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _exit_now_if_distributed(code: int) -> None:
-    """After a failed collective, tearing down the process group can block on the dead peer or abort
-    the interpreter (gloo threads still waiting); leave at once with the intended exit code."""
+    """Leave a distributed run without interpreter teardown. Destroying the process group can block on
+    a dead peer, and gloo's threads can abort the interpreter at exit ("terminate called without an
+    active exception", seen on CPU runs that had finished and saved), which launchers report as a
+    failure. Every file is closed by now (checkpoints, metrics), so only stdio needs a flush."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         sys.stdout.flush()
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        _exit_now_if_distributed(code)
+        return code
     except (ConfigError, UserError) as e:
         print(f"llmtrain {args.command}: error: {e}", file=sys.stderr)
         _exit_now_if_distributed(2)
