@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from llmtrain.commands.train import add_run_args, load_config
+from llmtrain.commands.train import add_run_args, load_config, run_training
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,14 +22,5 @@ def run(args: argparse.Namespace) -> int:
         args.overrides.append(f"finetune.init={args.init}")
     cfg = load_config(args)
     from llmtrain.training.finetune import build_finetune_task
-    from llmtrain.training.runtime import announce, start
-    from llmtrain.training.trainer import Trainer
 
-    env, device = start(cfg)
-    task = build_finetune_task(cfg, env, device)  # fills cfg.model from the checkpoint
-    trainer = Trainer(cfg, task, env, device)
-    announce(cfg, env)  # after every data, batch and checkpoint check: bad input writes nothing
-    result = trainer.fit()
-    if env.rank == 0 and result.exit_code == 0:
-        print(f"[llmtrain] fine-tuning done: {result.step} steps, checkpoint {result.last_checkpoint}", flush=True)
-    return result.exit_code
+    return run_training(cfg, build_finetune_task, "fine-tuning done")

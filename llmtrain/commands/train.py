@@ -34,14 +34,20 @@ def load_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     from llmtrain.training.pretrain import build_pretrain_task
+
+    return run_training(cfg, build_pretrain_task, "done")
+
+
+def run_training(cfg, build_task, done: str) -> int:
+    """Start the process group, build the task, then fit; shared by `train` and `finetune`."""
     from llmtrain.training.runtime import announce, start
     from llmtrain.training.trainer import Trainer
 
     env, device = start(cfg)
-    task = build_pretrain_task(cfg, env, device)
+    task = build_task(cfg, env, device)  # a fine-tuning task also fills cfg.model from its checkpoint
     trainer = Trainer(cfg, task, env, device)
     announce(cfg, env)  # after every data, batch and checkpoint check: bad input writes nothing
     result = trainer.fit()
     if env.rank == 0 and result.exit_code == 0:
-        print(f"[llmtrain] done: {result.step} steps, checkpoint {result.last_checkpoint}", flush=True)
+        print(f"[llmtrain] {done}: {result.step} steps, checkpoint {result.last_checkpoint}", flush=True)
     return result.exit_code
