@@ -3,7 +3,7 @@
 For each preset (default 125m and 1b) at sequence 2048, bf16, ZeRO-1 on one GPU it runs, each in its
 own process (clean memory peaks, one crash does not take the others down):
 
-* ``ours``       llmtrain's :class:`~llmtrain.training.trainer.Trainer` (the DeepSpeed engine, loop and
+* ``ours``       llmtrain's :class:`~llmtrain.training.loop.Trainer` (the DeepSpeed engine, loop and
                  metrics of ``llmtrain train``) on an in-memory random-token loader, ``model.compile``
                  on (falls back to ``ours-eager`` if compilation fails);
 * ``ours-eager`` the same without ``torch.compile``;
@@ -134,7 +134,7 @@ def doc_ids_for(rows: int, seq_len: int, mean_len: int, step: int) -> torch.Tens
 
 
 class RandomTokenLoader:
-    """In-memory :class:`~llmtrain.training.trainer.BatchSource` over :func:`token_rows`."""
+    """In-memory :class:`~llmtrain.training.task.BatchSource` over :func:`token_rows`."""
 
     micro_steps_per_step = 1
 
@@ -179,11 +179,14 @@ def _sync(device: torch.device) -> None:
 
 def run_ours(args: argparse.Namespace, preset: str, variant: str, workdir: Path) -> dict[str, Any]:
     from llmtrain.model.flops import flops_per_token, num_params
+    from llmtrain.model.runtime import apply_runtime
     from llmtrain.model.transformer import Transformer
+    from llmtrain.objectives.losses import causal_lm_loss
+    from llmtrain.training.callbacks import Callback
+    from llmtrain.training.loop import Trainer
     from llmtrain.training.metrics import peak_tflops, read_metrics
-    from llmtrain.training.objectives import causal_lm_loss
     from llmtrain.training.runtime import start
-    from llmtrain.training.trainer import Trainer, TrainingTask
+    from llmtrain.training.task import TrainingTask
 
     cfg = run_config(args, preset, variant, workdir)
     env, device = start(cfg)
@@ -195,14 +198,14 @@ def run_ours(args: argparse.Namespace, preset: str, variant: str, workdir: Path)
         def save(self) -> Path:
             return self.run_dir
 
-        def _log_step(self, *a, **kw) -> None:
-            super()._log_step(*a, **kw)
+    class ProfilerSteps(Callback):
+        def on_step_end(self, state, outcome) -> None:
             if profiler is not None:
                 profiler.step()
 
     torch.manual_seed(cfg.train.seed)
     with torch.device(device):  # init on the GPU: seconds instead of a minute for 1b on the CPU
-        model = Transformer(cfg.model)
+        model = apply_runtime(Transformer(cfg.model.architecture()), cfg.model.runtime())
     loader = RandomTokenLoader(cfg.model.vocab_size, cfg.train.seq_len, cfg.train.micro_batch_size,
                                args.doc_len if variant == "ours-docs" else None)
 
@@ -211,9 +214,10 @@ def run_ours(args: argparse.Namespace, preset: str, variant: str, workdir: Path)
             batch = {k: v for k, v in batch.items() if k != "doc_ids"}
         return causal_lm_loss(m, batch)
 
-    task = TrainingTask(model=model, model_config=cfg.model, loss_fn=loss_fn, train_loader=loader,
+    task = TrainingTask(model=model, model_config=cfg.model.architecture(), loss_fn=loss_fn, train_loader=loader,
                         tokens_per_sample=cfg.train.seq_len)
     trainer = BenchTrainer(cfg, task, env, device)
+    trainer.callbacks.append(ProfilerSteps())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if profiler is not None:
@@ -228,7 +232,7 @@ def run_ours(args: argparse.Namespace, preset: str, variant: str, workdir: Path)
                     flops_per_token(cfg.model, cfg.train.seq_len), peak)
     out.update(params=num_params(cfg.model), losses=[r["loss"] for r in records][:args.warmup + args.steps],
                attention_backend=_backend_name(cfg, device, variant), compile=cfg.model.compile,
-               optimizer=type(trainer.optimizer).__name__)
+               optimizer=type(trainer.engine.optimizer).__name__)
     return out
 
 
@@ -270,9 +274,9 @@ def run_hf(args: argparse.Namespace, preset: str, workdir: Path) -> dict[str, An
     from torch.utils.data import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
-    from llmtrain.distributed.ds_config import build_ds_config
+    from llmtrain.engine.ds_config import build_ds_config
     from llmtrain.model.flops import flops_per_token, num_params
-    from llmtrain.model.hf import hf_config
+    from llmtrain.modelio.hf import hf_config
     from llmtrain.training.metrics import peak_tflops
 
     cfg = run_config(args, preset, "hf", workdir)

@@ -19,10 +19,11 @@ import torch
 import yaml
 
 from llmtrain.config.base import build
-from llmtrain.config.schema import ModelConfig, OptimConfig
+from llmtrain.config.schema import ModelSection, OptimConfig
 from llmtrain.data.loader import PretrainLoader, describe_data
+from llmtrain.model.runtime import ModelRuntime, apply_runtime
 from llmtrain.model.transformer import Transformer
-from llmtrain.training.objectives import causal_lm_loss
+from llmtrain.objectives.losses import causal_lm_loss
 from llmtrain.training.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,14 +42,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     info = describe_data(args.data_config)
-    cfg = build(ModelConfig, yaml.safe_load((ROOT / "configs" / "model" / f"{args.preset}.yaml").read_text()))
+    preset = build(ModelSection, yaml.safe_load((ROOT / "configs" / "model" / f"{args.preset}.yaml").read_text()))
+    cfg = preset.architecture()
     cfg.vocab_size = max(cfg.vocab_size, info["vocab_size"])
-    cfg.attention_backend = "sdpa"
     g = args.micro_batch * args.accumulation
     loader = PretrainLoader(args.data_config, split="train", seq_len=args.seq_len, micro_batch_size=args.micro_batch,
                             global_batch_size=g, dp_rank=0, dp_size=1, seed=1)
     torch.manual_seed(0)
-    model = Transformer(cfg)
+    model = apply_runtime(Transformer(cfg), ModelRuntime(attention_backend="sdpa"))
     opt = build_optimizer(model, OptimConfig(lr=1e-3))
     load_t, step_t = [], []
     for step in range(args.steps + 2):

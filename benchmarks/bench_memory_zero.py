@@ -1,7 +1,7 @@
 """Per-rank bytes of parameters, gradients and optimizer states at ZeRO 0-3, beside the ZeRO paper.
 
 Starts ``--ranks`` CPU processes (gloo) itself. On each, for every stage, it builds the engine exactly
-as ``llmtrain train`` does (:class:`~llmtrain.training.trainer.Trainer`: generated DeepSpeed config,
+as ``llmtrain train`` does (:class:`~llmtrain.training.loop.Trainer`: generated DeepSpeed config,
 our AdamW, bf16), runs one full step (so Adam's moments exist) and the forward/backward of a second
 one, and then, with gradients held, sums the bytes of the engine's tensors by what they are:
 
@@ -129,10 +129,12 @@ def rank_main(rank: int, args: argparse.Namespace, port: int, results: Any) -> N
     from llmtrain.config.base import build
     from llmtrain.config.schema import RunConfig
     from llmtrain.model.flops import num_params
+    from llmtrain.model.runtime import apply_runtime
     from llmtrain.model.transformer import Transformer
-    from llmtrain.training.objectives import causal_lm_loss
+    from llmtrain.objectives.losses import causal_lm_loss
+    from llmtrain.training.loop import Trainer
     from llmtrain.training.runtime import start
-    from llmtrain.training.trainer import Trainer, TrainingTask
+    from llmtrain.training.task import TrainingTask
 
     rows = []
     for stage in [int(s) for s in args.stages.split(",")]:
@@ -149,11 +151,11 @@ def rank_main(rank: int, args: argparse.Namespace, port: int, results: Any) -> N
         })
         env, device = start(cfg)
         torch.manual_seed(0)
-        model = Transformer(cfg.model)
+        model = apply_runtime(Transformer(cfg.model.architecture()), cfg.model.runtime())
         loader = RandomTokenLoader(args.vocab, 32, 1)
         loader.position = rank * 1000
-        trainer = Trainer(cfg, TrainingTask(model, cfg.model, causal_lm_loss, loader, 32), env, device)
-        engine = trainer.engine
+        trainer = Trainer(cfg, TrainingTask(model, cfg.model.architecture(), causal_lm_loss, loader, 32), env, device)
+        engine = trainer.engine.deepspeed_engine
         for step in range(2):
             loss, _ = engine(loader.next_batch())
             engine.backward(loss)
@@ -162,7 +164,7 @@ def rank_main(rank: int, args: argparse.Namespace, port: int, results: Any) -> N
         row = {"stage": stage, "rank": rank, "psi": num_params(cfg.model), **measure(engine, stage),
                "optimizer_class": type(engine.optimizer).__name__}
         rows.append(row)
-        trainer.logger.close()
+        trainer.metrics.close()
         del trainer, engine
     results[rank] = rows
 

@@ -35,14 +35,15 @@ def parse_args() -> argparse.Namespace:
 def build_models(args: argparse.Namespace):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llmtrain.config.schema import ModelConfig
-    from llmtrain.model.hf import hf_config, to_hf_state_dict
+    from llmtrain.model.config import ModelConfig
+    from llmtrain.model.runtime import ModelRuntime, apply_runtime
     from llmtrain.model.transformer import Transformer
+    from llmtrain.modelio.hf import hf_config, to_hf_state_dict
 
     cfg = ModelConfig(vocab_size=args.vocab, dim=args.dim, n_layers=args.layers, n_heads=args.heads,
-                      n_kv_heads=args.kv_heads, max_seq_len=args.seq, attention_backend=args.backend)
+                      n_kv_heads=args.kv_heads, max_seq_len=args.seq)
     torch.manual_seed(0)
-    ours = Transformer(cfg)
+    ours = apply_runtime(Transformer(cfg), ModelRuntime(attention_backend=args.backend))
     fields = {k: v for k, v in hf_config(cfg, torch.float32).items()
               if k not in ("architectures", "model_type", "torch_dtype", "dtype")}
     hf = LlamaForCausalLM(LlamaConfig(**fields, attn_implementation=args.backend))

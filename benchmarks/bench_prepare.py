@@ -40,14 +40,15 @@ def build_corpus(path: Path, megabytes: float) -> int:
 
 
 PREPARE = """
-import json, resource, sys, time
+import json, logging, resource, sys, time
 from llmtrain.config.base import build
 from llmtrain.config.data import DataConfig
 from data_prep.prepare import prepare
 from llmtrain.data.shards import read_manifest
 cfg = build(DataConfig, json.loads(sys.argv[1]))
 t = time.perf_counter()
-prepare(cfg, workers=int(sys.argv[2]), overwrite=True, log=lambda *a: None)
+logging.getLogger("llmtrain").setLevel(logging.WARNING)  # stdout carries only the JSON result
+prepare(cfg, workers=int(sys.argv[2]), overwrite=True)
 dt = time.perf_counter() - t
 m = read_manifest(cfg.output_path)
 print(json.dumps({"seconds": dt, "tokens": sum(s.tokens for s in m.shards),
@@ -94,8 +95,7 @@ def main() -> None:
         small, big = tmp / "small.jsonl", tmp / "big.jsonl"
         sizes = {small: build_corpus(small, args.mb), big: build_corpus(big, args.mb * args.big_factor)}
         texts = (json.loads(line)["text"] for line in small.open())
-        train_tokenizer(texts, tmp / "tok", vocab_size=8192, max_chars=5_000_000, sample_sentences=100_000,
-                        log=lambda *a: None)
+        train_tokenizer(texts, tmp / "tok", vocab_size=8192, max_chars=5_000_000, sample_sentences=100_000)
 
         def cfg(path: Path, name: str) -> str:
             return json.dumps({"tokenizer": {"path": str(tmp / "tok")}, "output_dir": str(tmp / name),

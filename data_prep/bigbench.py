@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from llmtrain.data.finetune_sets import cache_dir, fetch_package
+from llmtrain.data.fetch import cache_dir, pip_download
 from llmtrain.errors import DataError
 
 BIGBENCH = ("bigbench", "1.0.0")
@@ -29,7 +29,7 @@ def _member(task: str) -> str:
 
 def read_task_json(task: str, sdist: Path | None = None) -> dict[str, Any]:
     """The parsed ``task.json`` of ``task`` read from the sdist tar (streamed, stops at the member)."""
-    sdist = sdist or fetch_package(*BIGBENCH, sdist=True)
+    sdist = sdist or pip_download(*BIGBENCH, sdist=True)
     want, names = _member(task), []
     with tarfile.open(sdist, "r:gz") as tar:
         for m in tar:

@@ -15,7 +15,10 @@ from data_prep.parts import PartRecord, hashes_path, load_hashes, save_record
 from llmtrain.config.data import DataConfig
 from llmtrain.data.shards import Manifest, ShardInfo, ShardReader, TokenShardWriter, write_manifest
 from llmtrain.data.tokenizer import load_tokenizer
+from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import DataError
+
+log = get_logger(__name__)
 
 STAT_ORDER = ("files", "empty_files", "documents_read", "too_short", "duplicates_removed", "docs_with_replacements",
               "replaced_chars", "train_documents", "validation_documents", "train_tokens", "validation_tokens")
@@ -101,7 +104,7 @@ def _dedup_across_parts(out: Path, records: list[PartRecord]) -> int:
     return dropped
 
 
-def merge(cfg: DataConfig, *, log=print, config_path: str = "<data config>") -> Manifest:
+def merge(cfg: DataConfig, *, config_path: str = "<data config>") -> Manifest:
     """Write manifest.json from all finished parts and print the per-source report."""
     out = cfg.output_path
     records = _records(out, cfg)
@@ -112,7 +115,7 @@ def merge(cfg: DataConfig, *, log=print, config_path: str = "<data config>") -> 
     if cfg.dedup:
         n = _dedup_across_parts(out, records)
         if n:
-            log(f"[prepare] merge: dropped {n:,} documents duplicated across parts")
+            log.info(f"[prepare] merge: dropped {n:,} documents duplicated across parts")
     assert cfg.tokenizer is not None
     tok = load_tokenizer(cfg.tokenizer.path)
     if fps and fps != {tok.fingerprint}:
@@ -128,8 +131,8 @@ def merge(cfg: DataConfig, *, log=print, config_path: str = "<data config>") -> 
     manifest = Manifest(tokenizer_fingerprint=tok.fingerprint, vocab_size=tok.vocab_size,
                         tokenizer_dir=str(Path(cfg.tokenizer.path).resolve()), shards=shards, stats=stats)
     path = write_manifest(out, manifest)
-    log(report(stats))
-    log(f"[prepare] wrote {path} ({len(shards)} shards, {sum(s.tokens for s in shards):,} tokens)")
+    log.info(report(stats))
+    log.info(f"[prepare] wrote {path} ({len(shards)} shards, {sum(s.tokens for s in shards):,} tokens)")
     return manifest
 
 

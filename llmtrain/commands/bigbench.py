@@ -8,7 +8,7 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bigbench", help="convert a BIG-bench multiple-choice task (from the bigbench==1.0.0 sdist) to jsonl",
-        description="Fetch bigbench==1.0.0 from PyPI once (358 MB, cached under $LLMTRAIN_CACHE/pypi), read "
+        description="Fetch bigbench==1.0.0 from PyPI once (358 MB, cached under $LLMTRAIN_CACHE/downloads), read "
                     "bigbench/benchmark_tasks/TASK/task.json from it and write TASK's multiple-choice examples as "
                     "jsonl rows {input, choices, gold}. Never mix the output into pretraining data.")
     p.add_argument("--task", default="human_organs_senses", help="BIG-bench JSON task name (default: human_organs_senses)")

@@ -31,14 +31,16 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from llmtrain import objectives
     from llmtrain.config.base import build
     from llmtrain.config.loader import apply_overrides, read_yaml
     from llmtrain.config.schema import RunConfig
-    from llmtrain.eval.load import load_model
     from llmtrain.eval.suite import run_evaluation
+    from llmtrain.modelio.layout import CONFIG_YAML
+    from llmtrain.modelio.load import load_model
 
     loaded = load_model(args.checkpoint)
-    saved = Path(loaded.source) / "config.yaml"
+    saved = Path(loaded.source) / CONFIG_YAML
     if args.config:
         data = read_yaml(args.config)
     elif saved.is_file():
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     tasks = set(args.tasks) if args.tasks else None
     if tasks is not None:
         cfg.eval.perplexity = "perplexity" in tasks
-        if not tasks & {"classification", "sft"}:
+        if not tasks & set(objectives.names()):  # no objective's metrics asked for
             cfg.finetune.dataset = ""
     if args.prompt:
         cfg.eval.prompts = list(args.prompt)

@@ -21,6 +21,6 @@ def run(args: argparse.Namespace) -> int:
     if args.init:
         args.overrides.append(f"finetune.init={args.init}")
     cfg = load_config(args)
-    from llmtrain.training.finetune import build_finetune_task
+    from llmtrain import objectives
 
-    return run_training(cfg, build_finetune_task, "fine-tuning done")
+    return run_training(cfg, objectives.get(cfg.finetune.task).build_task, "fine-tuning done")

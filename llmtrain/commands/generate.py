@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from llmtrain.errors import UserError
     from llmtrain.eval.generate import SamplingConfig, generate_text
-    from llmtrain.eval.load import load_model
+    from llmtrain.modelio.load import load_model
 
     if args.max_new_tokens < 1 or args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
         raise UserError("need --max-new-tokens >= 1, --temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1")

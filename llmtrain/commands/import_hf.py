@@ -19,23 +19,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import torch
 
     from llmtrain.model.flops import num_params
-    from llmtrain.model.hf import import_hf
-    from llmtrain.model.model_dir import save_model_dir
+    from llmtrain.modelio.hf import hf_tokenizer_files, import_hf
+    from llmtrain.modelio.model_dir import save_model_dir
 
     cfg, sd = import_hf(args.hf_dir)
     if args.dtype != "keep":
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
         sd = {k: v.to(dtype) for k, v in sd.items()}
-        if cfg.tie_embeddings:
-            sd["output.weight"] = sd["tok_embeddings.weight"]
-    tokenizer = [f for f in sorted(Path(args.hf_dir).iterdir())
-                 if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens_map", "added_tokens"))
-                                     or f.suffix == ".model")]
+    tokenizer = hf_tokenizer_files(args.hf_dir)
     out = save_model_dir(args.out, cfg, sd, tokenizer_files=tokenizer)
     print(f"imported {args.hf_dir}: {num_params(cfg) / 1e6:.1f}M parameters, {cfg.n_layers} layers, "
           f"dim {cfg.dim}, {cfg.n_heads} heads ({cfg.kv_heads} kv), vocab {cfg.vocab_size} -> {out} "

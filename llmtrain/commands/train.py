@@ -33,15 +33,15 @@ def load_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    from llmtrain.training.pretrain import build_pretrain_task
+    from llmtrain import objectives
 
-    return run_training(cfg, build_pretrain_task, "done")
+    return run_training(cfg, objectives.get("pretrain").build_task, "done")
 
 
 def run_training(cfg, build_task, done: str) -> int:
     """Start the process group, build the task, then fit; shared by `train` and `finetune`."""
+    from llmtrain.training.loop import Trainer
     from llmtrain.training.runtime import announce, start
-    from llmtrain.training.trainer import Trainer
 
     env, device = start(cfg)
     task = build_task(cfg, env, device)  # a fine-tuning task also fills cfg.model from its checkpoint

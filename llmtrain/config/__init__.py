@@ -1,22 +1,27 @@
-"""Typed configuration: dataclass schema, YAML loading, overrides, one ConfigError for all problems."""
+"""Typed configuration: dataclass schema, YAML loading, overrides, one ConfigError for all problems.
 
-from llmtrain.config.base import ConfigError, build, to_dict
-from llmtrain.config.loader import apply_overrides, dump_yaml, load_run_config, read_yaml
-from llmtrain.config.schema import (
-    CheckpointConfig,
-    EvalConfig,
-    FinetuneConfig,
-    LoggingConfig,
-    LoraConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-    TrainDataConfig,
-)
+The names below are resolved on first use: ``llmtrain.model`` builds its config on
+``llmtrain.config.base`` while the run-config schema embeds the model's config, so importing this
+package must not import the schema eagerly (that would be an import cycle).
+"""
 
-__all__ = [
-    "CheckpointConfig", "ConfigError", "EvalConfig", "FinetuneConfig", "LoggingConfig", "LoraConfig",
-    "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "TrainDataConfig", "apply_overrides",
-    "build", "dump_yaml", "load_run_config", "read_yaml", "to_dict",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ConfigError": "base", "build": "base", "to_dict": "base",
+    "apply_overrides": "loader", "dump_yaml": "loader", "load_run_config": "loader", "read_yaml": "loader",
+    "CheckpointConfig": "schema", "EvalConfig": "schema", "FinetuneConfig": "schema", "LoggingConfig": "schema",
+    "LoraConfig": "schema", "ModelConfig": "schema", "OptimConfig": "schema", "RunConfig": "schema",
+    "TrainConfig": "schema", "TrainDataConfig": "schema",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"llmtrain.config.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'llmtrain.config' has no attribute {name!r}")

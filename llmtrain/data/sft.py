@@ -10,20 +10,18 @@ template + reply + newline, a system message goes first on its own line. The tok
 and training uses it pre-shifted (``input_ids = seq[:-1]``, ``labels = seq[1:]``) with labels -100
 everywhere on the prompt side, so the loss covers the response tokens and the EOS only.
 
-The template is saved with the model (``chat_template.txt``) so generation formats prompts exactly
-as training did.
+The template is saved with the model (``llmtrain.modelio.layout.CHAT_TEMPLATE_FILE``) so generation
+formats prompts exactly as training did.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 from llmtrain.errors import DataError
 
 IGNORE_INDEX = -100
-CHAT_TEMPLATE_FILE = "chat_template.txt"
 
 
 class TextTokenizer(Protocol):
@@ -114,16 +112,3 @@ def pack_examples(examples: Sequence[dict[str, list[int]]], seq_len: int) -> lis
     if cur["input_ids"]:
         rows.append(cur)
     return rows
-
-
-def save_chat_template(template: str, out_dir: str | Path) -> Path:
-    """Write the template beside a checkpoint or export, so generation can reuse it."""
-    path = Path(out_dir) / CHAT_TEMPLATE_FILE
-    path.write_text(template, encoding="utf-8")
-    return path
-
-
-def load_chat_template(model_dir: str | Path) -> str | None:
-    """The template saved with a model, or None for a model that was not chat-tuned."""
-    path = Path(model_dir) / CHAT_TEMPLATE_FILE
-    return path.read_text(encoding="utf-8") if path.is_file() else None

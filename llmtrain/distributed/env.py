@@ -28,7 +28,6 @@ import socket
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 
 from llmtrain.errors import UserError
 
@@ -198,33 +197,6 @@ def _mpi_bcast_rank0_address() -> str:
     comm = MPI.COMM_WORLD
     addr = socket.gethostbyname(socket.gethostname()) if comm.Get_rank() == 0 else None
     return str(comm.bcast(addr, root=0))
-
-
-def init_distributed(env: DistEnv, *, device: str, timeout_s: int) -> None:
-    """Create the default process group through DeepSpeed (nccl on CUDA, gloo on CPU).
-
-    The discovered values are exported first because DeepSpeed and torch's ``env://`` read them
-    from the environment, whatever launcher (srun, mpirun) actually started the process.
-    """
-    os.environ.update(env.as_environ())
-    on_cuda = device.startswith("cuda")
-    if not on_cuda:
-        # DeepSpeed picks its accelerator once, at first use; on a CPU run it must be the CPU one
-        # even on a machine that has a GPU.
-        os.environ["DS_ACCELERATOR"] = "cpu"
-    import torch
-
-    if on_cuda:
-        torch.cuda.set_device(env.local_rank)
-    import deepspeed
-    from deepspeed.accelerator import get_accelerator, set_accelerator
-
-    if not on_cuda and get_accelerator().device_name() != "cpu":
-        from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
-
-        set_accelerator(CPU_Accelerator())
-    deepspeed.init_distributed(dist_backend="nccl" if on_cuda else "gloo", auto_mpi_discovery=False,
-                               timeout=timedelta(seconds=timeout_s), verbose=False)
 
 
 def tasks_per_node(spec: str) -> list[int]:

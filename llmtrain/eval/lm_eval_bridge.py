@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from llmtrain.data.finetune_sets import cache_dir, rotten_tomatoes
+from llmtrain.data.fetch import cache_dir
+from llmtrain.data.finetune_sets import rotten_tomatoes
 from llmtrain.errors import UserError
 
 TASK_DIR = Path(__file__).resolve().parents[2] / "configs" / "eval"

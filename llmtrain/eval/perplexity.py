@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from llmtrain.training.objectives import causal_lm_loss
+from llmtrain.objectives.losses import causal_lm_loss
 
 
 @torch.no_grad()

@@ -1,64 +1,25 @@
-"""Entry points that put the evaluations together, for `llmtrain eval` and for in-training eval.
+"""`llmtrain eval` put together: everything the run config asks for on a loaded model, as one report.
 
-- :func:`run_evaluation`: everything the run config asks for on a loaded model, written as a report.
-- :func:`finetune_evaluator`: the ``TrainingTask.evaluate`` callable of a fine-tuning run (held-out
-  loss for SFT, accuracy/macro-F1 for classification), run every ``train.eval_every`` steps.
+Perplexity per source, samples and lm-eval tasks are the same for every model; the metrics of the
+model's objective (SFT loss, classification accuracy beside baselines) come from that objective
+(:meth:`llmtrain.objectives.base.Objective.evaluate`), found by :func:`objective_name`. The
+in-training evaluators live with their objectives too.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from llmtrain import objectives
 from llmtrain.config.schema import RunConfig
-from llmtrain.data.finetune_data import FinetuneData, build_finetune_data
-from llmtrain.data.finetune_loader import eval_batches
-from llmtrain.eval.baselines import classification_baselines
-from llmtrain.eval.classification import evaluate_classifier
 from llmtrain.eval.generate import SamplingConfig, generate_text
-from llmtrain.eval.load import LoadedModel
-from llmtrain.eval.perplexity import lm_loss, perplexity_per_source
+from llmtrain.eval.perplexity import perplexity_per_source
 from llmtrain.eval.report import write_report
-from llmtrain.training.objectives import IGNORE_INDEX
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The model inside a DeepSpeed engine and the trainer's loss wrapper (``.module`` / ``.model``)."""
-    while hasattr(module, "module") and isinstance(module.module, nn.Module):
-        module = module.module
-    if hasattr(module, "loss_fn") and isinstance(getattr(module, "model", None), nn.Module):
-        module = module.model
-    return module
-
-
-def finetune_evaluator(data: FinetuneData, *, micro_batch_size: int, pad_id: int, device: torch.device,
-                       dp_rank: int = 0, dp_size: int = 1, split: str = "validation") -> Callable[[nn.Module], dict[str, float]] | None:
-    """``evaluate(model_or_engine) -> {"val/...": value}`` over ``split``; None when that split is empty.
-
-    With ``dp_size`` > 1 each rank evaluates its share and results are summed over ranks; with the
-    default ``dp_size=1`` every rank evaluates the whole split and nothing is reduced.
-    """
-    examples = data.splits.get(split) or []
-    if not examples:
-        return None
-
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        batches = eval_batches(examples, micro_batch_size=micro_batch_size, pad_id=pad_id,
-                               dp_rank=dp_rank, dp_size=dp_size)
-        inner = unwrap(model)
-        if data.task == "classification":
-            m = evaluate_classifier(inner, batches, device, len(data.label_names), data.label_names,
-                                    reduce=dp_size > 1)
-            return {f"val/{k}": v for k, v in m.items() if k in ("accuracy", "macro_f1")}
-        m = lm_loss(inner, batches, device, reduce=dp_size > 1)
-        return {"val/loss": m["loss"], "val/ppl": m["ppl"]}
-
-    return evaluate
+from llmtrain.modelio.load import LoadedModel
 
 
 def _data_sources(data_config: str) -> list[str]:
@@ -66,6 +27,15 @@ def _data_sources(data_config: str) -> list[str]:
 
     info = describe_data(data_config)
     return list(info.get("sources") or info.get("source_names") or [])
+
+
+def objective_name(loaded: LoadedModel, cfg: RunConfig) -> str:
+    """The objective whose metrics to report: a classifier's head says so; otherwise ``finetune.task``.
+
+    A checkpoint's own config (the default for ``llmtrain eval``) carries the task it was trained
+    for; ``head.json`` settles it for a classifier even under another config.
+    """
+    return str(loaded.head.get("task") or "classification") if loaded.classifier is not None else cfg.finetune.task
 
 
 def run_evaluation(loaded: LoadedModel, cfg: RunConfig, out_dir: str | Path, *, device: torch.device | str = "cpu",
@@ -79,7 +49,7 @@ def run_evaluation(loaded: LoadedModel, cfg: RunConfig, out_dir: str | Path, *, 
     lm-eval tasks (``eval.lm_eval_tasks`` or ``lm_eval_tasks``) export the backbone to HF first.
     """
     device = torch.device(device)
-    ev, ft, t = cfg.eval, cfg.finetune, cfg.train
+    ev, t = cfg.eval, cfg.train
     results: dict[str, Any] = {"model": str(loaded.source)}
     tok = loaded.tokenizer
     if ev.perplexity and cfg.data.config:
@@ -87,20 +57,8 @@ def run_evaluation(loaded: LoadedModel, cfg: RunConfig, out_dir: str | Path, *, 
         results["perplexity"] = perplexity_per_source(loaded.model, cfg.data.config, names, seq_len=t.seq_len,
                                                       micro_batch_size=t.micro_batch_size, max_batches=ev.batches,
                                                       device=device)
-    if ft.dataset and tok is not None and (loaded.classifier is not None or ft.task == "sft"):
-        data = build_finetune_data(ft, tok, seq_len=t.seq_len)
-        split = "test" if data.splits["test"] else "validation"
-        pad = tok.pad_id if tok.pad_id >= 0 else 0
-        if data.task == "classification" and loaded.classifier is not None:
-            batches = eval_batches(data.splits[split], micro_batch_size=t.micro_batch_size, pad_id=pad)
-            ours = evaluate_classifier(loaded.classifier, batches, device, len(data.label_names), data.label_names)
-            base = classification_baselines(data.records["train"], data.records[split], text_field=data.text_field,
-                                            label_field=data.label_field, label_names=data.label_names)
-            results["classification"] = {"fine-tuned": ours, **base}
-            results["classification_task"] = f"{ft.dataset} ({split} split)"
-        elif data.task == "sft":
-            results["sft"] = {s: lm_loss(loaded.model, eval_batches(ex, micro_batch_size=t.micro_batch_size, pad_id=pad), device)
-                              for s, ex in data.splits.items() if s != "train" and ex}
+    if cfg.finetune.dataset and tok is not None:
+        results.update(objectives.get(objective_name(loaded, cfg)).evaluate(loaded, cfg, device=device))
     if ev.prompts and tok is not None:
         sampling = SamplingConfig(max_new_tokens=ev.max_new_tokens)
         results["samples"] = [{"prompt": p, "completion": generate_text(loaded.model, tok, p, sampling,
@@ -115,14 +73,14 @@ def run_evaluation(loaded: LoadedModel, cfg: RunConfig, out_dir: str | Path, *, 
 
 def export_backbone(loaded: LoadedModel, out_dir: str | Path) -> Path:
     """The backbone as a HF Llama directory with the tokenizer (and chat template) beside it."""
-    from llmtrain.data.sft import save_chat_template
-    from llmtrain.model.hf import export_hf
+    from llmtrain.modelio.hf import export_hf
+    from llmtrain.modelio.layout import write_chat_template
 
     sd = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith("rope.")}
     tok_dir = loaded.tokenizer.directory if loaded.tokenizer is not None else None
     out = export_hf(sd, loaded.config, out_dir, tokenizer_dir=tok_dir)
     if loaded.chat_template:
-        save_chat_template(loaded.chat_template, out)
+        write_chat_template(out, loaded.chat_template)
     return out
 
 
@@ -134,4 +92,4 @@ def lm_eval_on(loaded: LoadedModel, tasks: list[str], *, limit: int | None = Non
         return run_lm_eval(hf_dir, tasks, limit=limit)
 
 
-__all__ = ["IGNORE_INDEX", "export_backbone", "finetune_evaluator", "lm_eval_on", "run_evaluation", "unwrap"]
+__all__ = ["export_backbone", "lm_eval_on", "objective_name", "run_evaluation"]

@@ -1,4 +1,7 @@
-"""The Llama-style decoder: Transformer, attention backends, KV cache, FLOPs, HF interop.
+"""The Llama-style decoder: Transformer, attention backends, KV cache, FLOPs, heads, LoRA.
+
+Architecture only: run-time switches are applied from outside (:mod:`llmtrain.model.runtime`);
+weights on disk and Hugging Face names live in :mod:`llmtrain.modelio`.
 
 Exports are resolved lazily so that ``llmtrain.model.flops`` stays importable without torch work.
 """

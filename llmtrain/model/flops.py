@@ -14,7 +14,7 @@ keeps MFU comparable with published figures).
 
 from __future__ import annotations
 
-from llmtrain.config.schema import ModelConfig
+from llmtrain.model.config import ModelConfig
 
 
 def block_params(cfg: ModelConfig) -> int:

@@ -4,20 +4,28 @@
 wv, wo, w1, w2, w3) for :class:`LoRALinear`, which keeps the original weight frozen and learns
 ``B @ A`` of rank r on the side: y = x W^T + (alpha/r) · dropout(x) A^T B^T. B starts at zero so the
 adapted model is exactly the base model at step 0. ``merge_lora`` folds the update into W and puts
-plain ``nn.Linear`` modules back, so the merged state dict has the base model's names and exports
-like any other checkpoint.
+plain ``nn.Linear`` modules back; ``merge_lora_state`` does the same on a state dict (what a
+DeepSpeed engine hands back), with the same arithmetic (:func:`merged_weight`). Either way the result
+has the base model's names and exports like any other checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
 
-from llmtrain.config.schema import LoraConfig
+from llmtrain.model.config import LoraConfig
 
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+_BASE_WEIGHT = re.compile(r"^(?P<prefix>.*)\.base\.weight$")
+
+
+def merged_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scale: float) -> torch.Tensor:
+    """W + scale · B A, computed in fp32 and returned in W's dtype (the one merge formula)."""
+    return (weight.float() + scale * (lora_B.float() @ lora_A.float())).to(weight.dtype)
 
 
 class LoRALinear(nn.Module):
@@ -48,13 +56,12 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scale * update
 
     def merged_linear(self) -> nn.Linear:
-        """A plain ``nn.Linear`` whose weight is W + scale · B A (computed in fp32)."""
+        """A plain ``nn.Linear`` whose weight is :func:`merged_weight` of this adapter."""
         base = self.base
-        delta = (self.lora_B.float() @ self.lora_A.float()) * self.scale
         out = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
                         device=base.weight.device, dtype=base.weight.dtype)
         with torch.no_grad():
-            out.weight.copy_((base.weight.float() + delta).to(base.weight.dtype))
+            out.weight.copy_(merged_weight(base.weight, self.lora_A, self.lora_B, self.scale))
             if base.bias is not None:
                 out.bias.copy_(base.bias)
         return out
@@ -93,6 +100,28 @@ def merge_lora(model: nn.Module) -> int:
     for name in names:
         _set_submodule(model, name, model.get_submodule(name).merged_linear())
     return len(names)
+
+
+def merge_lora_state(state: dict[str, torch.Tensor], lora: LoraConfig) -> dict[str, torch.Tensor]:
+    """Fold every adapter of a state dict into its base weight and drop the adapter names.
+
+    ``x.base.weight`` + ``x.lora_A`` + ``x.lora_B`` become ``x.weight``; other ``.base.`` tensors
+    (a bias) lose the ``base`` level. Tensors without adapters pass through unchanged.
+    """
+    out: dict[str, torch.Tensor] = {}
+    scale = lora.alpha / lora.rank
+    for key, value in state.items():
+        if key.endswith((".lora_A", ".lora_B")):
+            continue
+        m = _BASE_WEIGHT.match(key)
+        if m and f"{m['prefix']}.lora_A" in state:
+            p = m["prefix"]
+            out[f"{p}.weight"] = merged_weight(value, state[f"{p}.lora_A"], state[f"{p}.lora_B"], scale)
+        elif ".base." in key:
+            out[key.replace(".base.", ".")] = value
+        else:
+            out[key] = value
+    return out
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

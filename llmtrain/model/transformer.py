@@ -3,6 +3,8 @@
 token embedding -> n_layers x [x + attn(norm(x)); x + mlp(norm(x))] -> norm -> output projection.
 RoPE (HF rotate_half layout), RMSNorm, SwiGLU, grouped-query attention, optional tied embeddings,
 no biases. The model knows nothing about parallelism or precision policy: DeepSpeed/autocast wrap it.
+Speed switches (attention backend, activation checkpointing, compile) are set from outside by
+``llmtrain.model.runtime.apply_runtime``; a plain ``Transformer(cfg)`` runs with auto/none/off.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from llmtrain.config.schema import ModelConfig
 from llmtrain.model.attention import DocumentLayout, build_layout, resolve_backend
+from llmtrain.model.config import ModelConfig
 from llmtrain.model.kv_cache import KVCache
 from llmtrain.model.layers import Attention, FeedForward, RMSNorm
 from llmtrain.model.rope import RotaryEmbedding, positions_from_doc_ids
@@ -23,6 +25,7 @@ from llmtrain.model.rope import RotaryEmbedding, positions_from_doc_ids
 class TransformerBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.checkpointed = False  # recompute in backward; set by llmtrain.model.runtime.apply_runtime
         self.attention = Attention(cfg.dim, cfg.n_heads, cfg.kv_heads)
         self.feed_forward = FeedForward(cfg.dim, cfg.hidden_dim)
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -52,6 +55,9 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.max_seq_len)
+        # run-time switches (see llmtrain.model.runtime.apply_runtime); the defaults need no set-up
+        self.attention_backend = "auto"
+        self.compile_blocks = False
         self._compiled = False
         self.init_weights()
 
@@ -81,12 +87,6 @@ class Transformer(nn.Module):
             return torch.get_autocast_dtype(device_type)
         return self.tok_embeddings.weight.dtype
 
-    def _checkpointed(self, i: int) -> bool:
-        mode = self.cfg.activation_checkpointing
-        if mode == "none" or not self.training or not torch.is_grad_enabled():
-            return False
-        return mode == "full" or i % 2 == 0
-
     def forward(self, tokens: torch.Tensor, *, doc_ids: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None, return_hidden: bool = False) -> torch.Tensor:
         """Logits [B, T, vocab] (or final-normed hidden states [B, T, dim] with ``return_hidden``).
@@ -96,11 +96,11 @@ class Transformer(nn.Module):
         from ``kv_cache.length`` and the cache is advanced by T.
         """
         B, T = tokens.shape
-        if self.cfg.compile and not self._compiled and tokens.is_cuda:
+        if self.compile_blocks and not self._compiled and tokens.is_cuda:
             for layer in self.layers:
                 layer.compile()
             self._compiled = True
-        backend = resolve_backend(self.cfg.attention_backend, tokens.device, self._compute_dtype())
+        backend = resolve_backend(self.attention_backend, tokens.device, self._compute_dtype())
         layout = None
         if doc_ids is not None:
             if kv_cache is not None:
@@ -115,8 +115,9 @@ class Transformer(nn.Module):
         cos, sin = self.rope(positions, bound)
 
         h = self.tok_embeddings(tokens)
+        recompute = self.training and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            if self._checkpointed(i):
+            if recompute and layer.checkpointed:
                 h = checkpoint(layer, h, cos, sin, backend, layout, use_reentrant=False)
             else:
                 h = layer(h, cos, sin, backend, layout, kv_cache, i)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from llmtrain.distributed.logging import get_logger
+
+log = get_logger(__name__)
 
 # Dense bf16 peak TFLOP/s per device (no sparsity), matched on the CUDA device name.
 PEAK_BF16_TFLOPS = {
@@ -83,7 +86,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         if console:
-            print(console, file=sys.stdout, flush=True)
+            log.info(console)
         step = int(record.get("step", 0))
         if self._jsonl:
             self._jsonl.write(json.dumps(record) + "\n")

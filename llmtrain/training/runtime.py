@@ -1,9 +1,8 @@
 """Process set-up shared by `llmtrain train` and `llmtrain finetune`: rank discovery, device,
-process group, seeds, and the resolved config printed (rank 0) and saved with the run."""
+process group, seeds, and the resolved config logged (rank 0) and saved with the run."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -12,7 +11,11 @@ import torch
 
 from llmtrain.config.loader import dump_yaml
 from llmtrain.config.schema import RunConfig
-from llmtrain.distributed.env import DistEnv, discover, init_distributed
+from llmtrain.distributed.env import DistEnv, discover
+from llmtrain.distributed.logging import get_logger
+from llmtrain.modelio.layout import CONFIG_YAML
+
+log = get_logger(__name__)
 
 
 def pick_device(cfg: RunConfig, env: DistEnv) -> torch.device:
@@ -30,29 +33,15 @@ def start(cfg: RunConfig) -> tuple[DistEnv, torch.device]:
     """Discover the launcher, set the device, create the process group, seed every RNG."""
     env = discover()
     device = pick_device(cfg, env)
-    if device.type == "cpu":
-        os.environ["DS_ACCELERATOR"] = "cpu"
-        skip_cpu_shm_op()
-        if cfg.train.precision == "fp16":
-            from llmtrain.errors import UserError
+    if device.type == "cpu" and cfg.train.precision == "fp16":
+        from llmtrain.errors import UserError
 
-            raise UserError("train.precision=fp16 needs a GPU (loss scaling kernels); use bf16 or fp32 on CPU")
-    init_distributed(env, device=device.type, timeout_s=cfg.train.collective_timeout_s)
+        raise UserError("train.precision=fp16 needs a GPU (loss scaling kernels); use bf16 or fp32 on CPU")
+    from llmtrain.engine import init_process_group
+
+    init_process_group(env, device=device.type, timeout_s=cfg.train.collective_timeout_s)
     seed_everything(cfg.train.seed)
     return env, device
-
-
-def skip_cpu_shm_op() -> None:
-    """Keep DeepSpeed from JIT-building its shared-memory allreduce op for CPU ranks.
-
-    The build (and even loading a built op) holds a file lock in torch's extension cache; a process
-    killed at that moment (preemption, OOM, kill -9) leaves the lock behind and every later run
-    waits on it forever. Gloo's allreduce is all CPU training needs, and the first start gets ~35 s
-    faster. Setting the entry also spares DeepSpeed's compatibility probe of every other op.
-    """
-    import deepspeed.ops
-
-    deepspeed.ops.__dict__.setdefault("__compatible_ops__", {})["deepspeed_shm_comm"] = False
 
 
 def seed_everything(seed: int) -> None:
@@ -66,11 +55,11 @@ def run_dir_of(cfg: RunConfig) -> Path:
 
 
 def announce(cfg: RunConfig, env: DistEnv) -> None:
-    """Print the resolved config on rank 0 and save it as <run dir>/config.yaml."""
+    """Log the resolved config on rank 0 and save it as <run dir>/config.yaml."""
     if env.rank != 0:
         return
     text = dump_yaml(cfg)
-    print(f"[llmtrain] {env.launcher} launcher, {env.world_size} process(es); resolved config:\n{text}", flush=True)
+    log.info(f"[llmtrain] {env.launcher} launcher, {env.world_size} process(es); resolved config:\n{text}")
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(text)
+    (run_dir / CONFIG_YAML).write_text(text)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from llmtrain.distributed.env import discover, init_distributed
-from llmtrain.distributed.utils import all_gather_object, barrier, broadcast_object, get_logger, is_rank0
+from llmtrain.distributed.collectives import all_gather_object, barrier, broadcast_object, is_rank0
+from llmtrain.distributed.env import discover
+from llmtrain.distributed.logging import get_logger
+from llmtrain.engine.deepspeed import init_process_group
 
 
 def main() -> None:
     env = discover()
-    init_distributed(env, device="cpu", timeout_s=60)
+    init_process_group(env, device="cpu", timeout_s=60)
     t = torch.tensor([float(env.rank + 1)])
     dist.all_reduce(t)
     secret = broadcast_object(f"rank{env.rank}-secret")

@@ -8,8 +8,9 @@ import importlib.util
 import pytest
 import torch
 
-from llmtrain.config.schema import ModelConfig
 from llmtrain.model.attention import attention, resolve_backend
+from llmtrain.model.config import ModelConfig
+from llmtrain.model.runtime import ModelRuntime, apply_runtime
 from llmtrain.model.transformer import Transformer
 
 CUDA = torch.cuda.is_available()
@@ -48,10 +49,10 @@ def test_flash_attn_matches_sdpa(hkv, docs):
 def test_flash_attn_kv_cache_decode_matches_full_forward():
     from llmtrain.model.kv_cache import KVCache
 
-    cfg = ModelConfig(vocab_size=512, dim=256, n_layers=2, n_heads=8, n_kv_heads=2, max_seq_len=64,
-                      attention_backend="flash_attn")
+    cfg = ModelConfig(vocab_size=512, dim=256, n_layers=2, n_heads=8, n_kv_heads=2, max_seq_len=64)
     torch.manual_seed(0)
-    model = Transformer(cfg).cuda().to(torch.bfloat16).eval()
+    model = apply_runtime(Transformer(cfg), ModelRuntime(attention_backend="flash_attn"))
+    model = model.cuda().to(torch.bfloat16).eval()
     tokens = torch.randint(0, 512, (2, 20), device="cuda")
     cache = KVCache.for_model(cfg, 2, 32, dtype=torch.bfloat16, device="cuda")
     with torch.no_grad():
@@ -64,10 +65,10 @@ def test_flash_attn_kv_cache_decode_matches_full_forward():
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("ckpt", ["none", "full"])
 def test_sdpa_bf16_forward_backward(ckpt):
-    cfg = ModelConfig(vocab_size=1024, dim=256, n_layers=4, n_heads=8, n_kv_heads=4, max_seq_len=256,
-                      attention_backend="sdpa", activation_checkpointing=ckpt)
+    cfg = ModelConfig(vocab_size=1024, dim=256, n_layers=4, n_heads=8, n_kv_heads=4, max_seq_len=256)
     torch.manual_seed(0)
-    model = Transformer(cfg).cuda().to(torch.bfloat16).train()
+    model = apply_runtime(Transformer(cfg), ModelRuntime(attention_backend="sdpa", activation_checkpointing=ckpt))
+    model = model.cuda().to(torch.bfloat16).train()
     tokens = torch.randint(0, 1024, (4, 256), device="cuda")
     doc_ids = torch.cat([torch.zeros(4, 100), torch.ones(4, 156)], dim=1).long().cuda()
     logits = model(tokens[:, :-1], doc_ids=doc_ids[:, :-1])

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmtrain.config.schema import ModelConfig
-from llmtrain.model.hf import export_hf, hf_config, import_hf
+from llmtrain.model.config import ModelConfig
 from llmtrain.model.transformer import Transformer
+from llmtrain.modelio.hf import export_hf, hf_config, import_hf
 
 transformers = pytest.importorskip("transformers")
 
@@ -21,7 +21,7 @@ SHAPES = [pytest.param(n_kv, tie, theta, id=f"kv{n_kv}-{'tied' if tie else 'unti
 
 def _config(n_kv: int, tie: bool, theta: float) -> ModelConfig:
     return ModelConfig(vocab_size=101, dim=64, n_layers=2, n_heads=4, n_kv_heads=n_kv, ffn_hidden_dim=96,
-                       max_seq_len=64, rope_theta=theta, tie_embeddings=tie, attention_backend="sdpa")
+                       max_seq_len=64, rope_theta=theta, tie_embeddings=tie)  # auto = sdpa on CPU
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> None:

@@ -3,7 +3,7 @@ writes, killing it (one process or the whole launcher tree with all its workers)
 
 Runs are the seconds-long fp32 CPU runs of ``tiny_train_args`` with a checkpoint every 2 steps.
 Faults that must happen at an exact step use the test-only ``LLMTRAIN_FAULT`` hooks
-(llmtrain/training/faults.py); kills and signals are real and come from the test.
+(tests/faultinject.py, installed by tests/fault_entry.py); kills and signals are real and come from the test.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from clitools import BIN, PY, ROOT, cli_env, free_port
+from clitools import BIN, PY, ROOT, cli_env, entry, free_port
 
 EVERY = ("checkpoint.every=2",)
 
@@ -26,13 +26,13 @@ class Run:
     """A `llmtrain train` started in the background (directly or under torchrun), logs in files."""
 
     def __init__(self, args: list[str], log_dir: Path, *, nproc: int = 1, fault: str = "") -> None:
-        cmd = [PY, "-m", "llmtrain", *args] if nproc == 1 else \
-            [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port()), "-m", "llmtrain", *args]
+        env = cli_env(**({"LLMTRAIN_FAULT": fault} if fault else {}))
+        cmd = [PY, *entry(env), *args] if nproc == 1 else \
+            [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port()), *entry(env), *args]
         log_dir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = log_dir / "stdout.txt", log_dir / "stderr.txt"
         self._out = open(self.out_path, "w")  # noqa: SIM115 (kept open while the process runs)
         self._err = open(self.err_path, "w")  # noqa: SIM115
-        env = cli_env(**({"LLMTRAIN_FAULT": fault} if fault else {}))
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._out, stderr=self._err)
 

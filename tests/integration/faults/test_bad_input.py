@@ -69,7 +69,7 @@ def test_batch_arithmetic(tiny_data, base_run):
     assert "train.global_batch_size: 10 is not a multiple of micro_batch_size 4" in one.stderr
     # 8 = 2 x 4 divides on one rank; with 2 ranks the micro batches x ranks (2 x 4 = 8) do not divide 12
     two = relaunch(tiny_data, base_run, "train.global_batch_size=12", "train.micro_batch_size=4", nproc=2)
-    assert "global_batch_size 12 is not a multiple of micro_batch_size 4 x data-parallel size 2 = 8" in two.stderr
+    assert "global_batch_size: 12 is not divisible by micro_batch_size x data-parallel ranks = 4 x 2 = 8" in two.stderr
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_finetune_init_with_mismatched_or_damaged_weights(base_run, tmp_path):
     """Fine-tuning builds the model from the checkpoint's model.yaml: weights that do not fit it, or a
     truncated model.safetensors, are CheckpointErrors naming the file."""
     from llmtrain.errors import CheckpointError
-    from llmtrain.eval.load import load_model
+    from llmtrain.modelio.load import load_model
 
     step = tmp_path / "step"
     shutil.copytree(base_run / "t" / "step_000002", step)

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 
-from clitools import PY, ROOT, cli_env, free_port, tiny_train_args
+from clitools import PY, ROOT, cli_env, entry, free_port, tiny_train_args
 from faultkit import latest
 
 
@@ -24,7 +24,7 @@ def test_a_hung_rank_times_out_the_others(tiny_data, tmp_path):
     for rank in (0, 1):
         env = cli_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=port, LLMTRAIN_FAULT="stall_at_step=3,rank=1")
-        procs.append(subprocess.Popen([PY, "-m", "llmtrain", *args], cwd=ROOT, env=env, text=True,
+        procs.append(subprocess.Popen([PY, *entry(env), *args], cwd=ROOT, env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     try:
         out, err = procs[0].communicate(timeout=120)

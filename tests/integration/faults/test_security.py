@@ -4,12 +4,14 @@ Weights load from safetensors or with ``torch.load(..., weights_only=True)`` (to
 unpickler); no pickle/yaml/numpy loader that can build arbitrary objects is used; Hugging Face
 code from a model directory (``trust_remote_code``) is never enabled. The one unpickling left is
 inside DeepSpeed itself (``load_checkpoint`` and ``zero_to_fp32`` read their own ``*.pt`` files
-with full pickle): resume only from checkpoint directories you wrote (docs/failure-modes.md).
+with full pickle): resume only from checkpoint directories you wrote (docs/failure-modes.md), and
+weights are consolidated from ZeRO states only with ``llmtrain export --from-deepspeed-states``.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 from pathlib import Path
 
@@ -88,7 +90,7 @@ class _Payload:
 
 
 def test_a_tampered_rng_file_is_refused_without_running_it(tmp_path):
-    from llmtrain.training.checkpoint import load_rng
+    from llmtrain.training.checkpointing import load_rng
 
     marker = tmp_path / "pwned"
     torch.save({"torch": _Payload(marker)}, tmp_path / "rng_rank0.pt")
@@ -98,8 +100,8 @@ def test_a_tampered_rng_file_is_refused_without_running_it(tmp_path):
 
 
 def test_a_tampered_stage0_state_file_is_refused_without_running_it(tmp_path):
+    from llmtrain.engine.states import consolidate_deepspeed
     from llmtrain.errors import CheckpointError
-    from llmtrain.training.checkpoint import consolidate_deepspeed
 
     marker = tmp_path / "pwned"
     step = tmp_path / "run" / "step_000001"
@@ -108,3 +110,56 @@ def test_a_tampered_stage0_state_file_is_refused_without_running_it(tmp_path):
     with pytest.raises(CheckpointError, match="truncated or damaged"):
         consolidate_deepspeed(step)
     assert not marker.exists()
+
+
+def test_zero_partitioned_states_are_not_unpickled_without_the_opt_in(tmp_path):
+    from llmtrain.engine.states import consolidate_deepspeed
+    from llmtrain.errors import CheckpointError
+
+    marker = tmp_path / "pwned"
+    step = tmp_path / "run" / "step_000001"
+    step.mkdir(parents=True)
+    torch.save({"state": _Payload(marker)}, step / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    with pytest.raises(CheckpointError, match="unpickles them.*--from-deepspeed-states"):
+        consolidate_deepspeed(step)
+    assert not marker.exists()
+
+
+def _deepspeed_only_checkpoint(root: Path):
+    """A ZeRO-0 checkpoint whose consolidated model.safetensors is gone (DeepSpeed's states only)."""
+    from llmtrain.model.config import ModelConfig
+    from llmtrain.model.transformer import Transformer
+    from llmtrain.modelio.layout import LATEST, STATE, write_model_config
+
+    cfg = ModelConfig(vocab_size=64, dim=32, n_layers=1, n_heads=4, multiple_of=16, max_seq_len=16)
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    step = root / "run" / "step_000002"
+    step.mkdir(parents=True)
+    (step / STATE).write_text(json.dumps({"step": 2}))
+    write_model_config(step, cfg)
+    # what DeepSpeed saves: the engine's module (the trainer's loss wrapper, hence "model.")
+    module = {f"model.{k}": v for k, v in model.state_dict().items() if not k.startswith("rope.")}
+    torch.save({"module": module}, step / "mp_rank_00_model_states.pt")
+    (root / "run" / LATEST).write_text(step.name)
+    return root / "run", model
+
+
+def test_export_uses_deepspeed_states_only_when_opted_in(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from llmtrain.cli import main
+
+    run, model = _deepspeed_only_checkpoint(tmp_path)
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "step_000002/model.safetensors is missing" in err
+    assert f"llmtrain export --checkpoint {run / 'step_000002'} --out DIR --from-deepspeed-states" in err
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "hf"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out), "--dtype", "fp32",
+                 "--from-deepspeed-states"]) == 0
+    exported = load_file(str(out / "model.safetensors"))
+    assert torch.equal(exported["model.embed_tokens.weight"], model.tok_embeddings.weight)
+    assert torch.equal(exported["lm_head.weight"], model.output.weight)

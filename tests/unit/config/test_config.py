@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmtrain.config import ConfigError, ModelConfig, RunConfig, build, load_run_config, read_yaml
+from llmtrain.config import ConfigError, RunConfig, build, load_run_config, read_yaml
 from llmtrain.config.base import describe
+from llmtrain.config.schema import ModelSection
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -78,7 +79,7 @@ def test_include_cycle_is_refused(tmp_path):
 def test_every_field_is_documented():
     from llmtrain.config import schema
 
-    for cls in (schema.ModelConfig, schema.TrainConfig, schema.OptimConfig, schema.CheckpointConfig,
+    for cls in (schema.ModelSection, schema.TrainConfig, schema.OptimConfig, schema.CheckpointConfig,
                 schema.LoggingConfig, schema.FinetuneConfig, schema.LoraConfig, schema.EvalConfig, RunConfig):
         for name, _tp, _default, help_text in describe(cls):
             assert help_text, f"{cls.__name__}.{name} has no help text"
@@ -94,7 +95,7 @@ def test_shipped_run_configs_validate(path):
 
 @pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "configs" / "model").glob("*.yaml")))
 def test_shipped_model_presets_validate(path):
-    cfg = build(ModelConfig, yaml.safe_load((ROOT / "configs" / "model" / path).read_text()))
+    cfg = build(ModelSection, yaml.safe_load((ROOT / "configs" / "model" / path).read_text()))
     assert cfg.dim % cfg.n_heads == 0
 
 

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from llmtrain.config.schema import FinetuneConfig
-from llmtrain.data.finetune_data import build_finetune_data
 from llmtrain.data.finetune_loader import FinetuneBatchIterator, eval_batches
 from llmtrain.data.finetune_sets import chatterbot, load_records, rotten_tomatoes
 from llmtrain.data.sft import encode_example, pack_examples, prompt_and_response
 from llmtrain.errors import DataError
+from llmtrain.objectives.classification import Classification
+from llmtrain.objectives.sft import Sft
 
 
 class ByteTokenizer:
@@ -77,8 +78,8 @@ def test_messages_and_prompt_records_from_a_jsonl_file(tmp_path):
                               {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"},
                               {"role": "assistant", "content": "ciao"}]})
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    data = build_finetune_data(FinetuneConfig(task="sft", dataset=str(path), chat_template="U:{prompt}\nA:",
-                                              validation_fraction=0.25), TOK, seq_len=64)
+    data = Sft().read(FinetuneConfig(task="sft", dataset=str(path), chat_template="U:{prompt}\nA:",
+                                     validation_fraction=0.25), TOK, seq_len=64)
     assert len(data.splits["train"]) + len(data.splits["validation"]) == 41
     assert 4 <= len(data.splits["validation"]) <= 18
     assert prompt_and_response(rows[-1], "U:{prompt}\nA:") == ("Be brief.\nU:hi\nA:hello\nU:bye\nA:", "ciao")
@@ -88,7 +89,7 @@ def test_classification_csv_with_named_labels(tmp_path):
     path = tmp_path / "train.csv"
     path.write_text("sentence,mood\ngood film,pos\nbad film,neg\nfine,pos\n")
     ft = FinetuneConfig(task="classification", dataset=str(tmp_path), text_field="sentence", label_field="mood")
-    data = build_finetune_data(ft, TOK, seq_len=6)
+    data = Classification().read(ft, TOK, seq_len=6)
     assert data.label_names == ["neg", "pos"]
     first = data.splits["train"][0]
     assert first["class_label"] == 1 and first["input_ids"] == [1] + TOK.encode("good")[:4] + [2]
@@ -126,7 +127,7 @@ def test_loader_resume_continues_identically():
     b.load_state_dict(state)
     for _ in range(4):
         x, y = a.next_batch(), b.next_batch()
-        assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["class_labels"], y["class_labels"])
+        assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["labels"], y["labels"])
     assert state["consumed_samples"] == 10
 
 

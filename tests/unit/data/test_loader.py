@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from llmtrain.config import ConfigError
 from llmtrain.data.loader import PretrainLoader, describe_data, validation_batches
 from llmtrain.errors import DataError
 
@@ -105,8 +106,8 @@ def test_describe_data(prepared_corpus):
 
 
 def test_bad_shapes_and_resume_mismatch(prepared_corpus):
-    with pytest.raises(DataError, match=r"global_batch_size 10 is not a multiple of micro_batch_size 2 x "
-                                        r"data-parallel size 2 = 4; use a global batch of 8 or 12"):
+    with pytest.raises(ConfigError, match=r"global_batch_size: 10 is not divisible by micro_batch_size x "
+                                          r"data-parallel ranks = 2 x 2 = 4; use train.global_batch_size=8 or 12"):
         PretrainLoader(prepared_corpus, seq_len=SEQ, micro_batch_size=2, global_batch_size=10, dp_rank=0, dp_size=2, seed=0)
     with pytest.raises(DataError, match="unknown source"):
         _loader(prepared_corpus, weights={"delta": 1.0})

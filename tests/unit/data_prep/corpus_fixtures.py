@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +47,7 @@ def tiny_tokenizer(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("tok") / "tokenizer"
     texts = synthetic_docs(300, seed=99) + ["def f(x):\n    return x + 1\n", "Ünïcödé 😀 <|user|> hi <|assistant|> ok"]
     train_tokenizer(texts, out, vocab_size=400, special_tokens=["<|user|>", "<|assistant|>"],
-                    sample_sentences=5000, threads=1, log=lambda *_: None)
+                    sample_sentences=5000, threads=1)
     return str(out)
 
 
@@ -78,10 +81,28 @@ def run_prepare(config: str, **kw):
     from data_prep.prepare import prepare
     from llmtrain.config.data import load_data_config
 
-    logs: list[str] = []
-    kw.setdefault("log", logs.append)
-    summary = prepare(load_data_config(config), **kw)
+    with captured_logs() as logs:
+        summary = prepare(load_data_config(config), **kw)
     return summary, logs
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[list[str]]:
+    """The messages logged under ``llmtrain`` (data preparation's progress lines) while the block runs."""
+    from llmtrain.distributed.logging import get_logger
+
+    logs: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logs.append(record.getMessage())
+
+    root, keep = get_logger("llmtrain"), Keep()
+    root.addHandler(keep)
+    try:
+        yield logs
+    finally:
+        root.removeHandler(keep)
 
 
 @pytest.fixture(scope="session")

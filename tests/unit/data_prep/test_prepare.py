@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from corpus_fixtures import corpus_config, run_prepare, synthetic_docs, write_jsonl
+from corpus_fixtures import captured_logs, corpus_config, run_prepare, synthetic_docs, write_jsonl
 
 from data_prep.merge import merge
 from llmtrain.config.data import load_data_config
@@ -69,8 +69,8 @@ def test_num_shards_and_merge_equal_single_prepare(tmp_path, tiny_tokenizer):
         _, logs = run_prepare(multi, workers=1, shard_index=i, num_shards=3)
         assert "--merge" in logs[-1]
     assert not (tmp_path / "b/out/manifest.json").exists()
-    logs = []
-    merge(load_data_config(multi), log=logs.append)
+    with captured_logs() as logs:
+        merge(load_data_config(multi))
     assert any("dropped 1 documents duplicated across parts" in line for line in logs)
     assert _streams(single) == _streams(multi)
     assert _manifest(single).stats["alpha"]["duplicates_removed"] == _manifest(multi).stats["alpha"]["duplicates_removed"] == 3
@@ -80,7 +80,7 @@ def test_merge_reports_missing_parts(tmp_path, tiny_tokenizer):
     config = corpus_config(tmp_path, tiny_tokenizer)
     run_prepare(config, workers=1, shard_index=0, num_shards=2)
     with pytest.raises(DataError, match=r"beta: no part finished.*--shard-index I --num-shards N"):
-        merge(load_data_config(config), log=lambda *_: None)
+        merge(load_data_config(config))
 
 
 def test_refuses_other_tokenizer_unless_overwrite(tmp_path, tiny_tokenizer):

@@ -2,13 +2,14 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from llmtrain.config.schema import ModelConfig
 from llmtrain.data.finetune_loader import FinetuneBatchIterator, eval_batches
 from llmtrain.eval.baselines import majority_baseline
 from llmtrain.eval.classification import classification_metrics, evaluate_classifier
+from llmtrain.model.config import ModelConfig
 from llmtrain.model.heads import SequenceClassifier
 from llmtrain.model.transformer import Transformer
-from llmtrain.training.objectives import classification_loss
+from llmtrain.objectives.classification import Classification
+from llmtrain.objectives.losses import classification_loss
 
 
 def test_metrics_match_sklearn():
@@ -41,18 +42,19 @@ def _dataset(n: int, seed: int):
 def test_fine_tuning_a_classifier_beats_the_majority_baseline():
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    cfg = ModelConfig(vocab_size=48, dim=32, n_layers=1, n_heads=4, multiple_of=16, max_seq_len=16, attention_backend="sdpa")
+    cfg = ModelConfig(vocab_size=48, dim=32, n_layers=1, n_heads=4, multiple_of=16, max_seq_len=16)  # auto = sdpa on CPU
     clf = SequenceClassifier(Transformer(cfg), 2, pooling="mean", pad_id=0)
     train, test = _dataset(200, 0), _dataset(100, 1)
+    collate = Classification().collate
     loader = FinetuneBatchIterator(train, seq_len=16, micro_batch_size=16, global_batch_size=16, dp_rank=0,
-                                   dp_size=1, seed=0, pad_id=0)
+                                   dp_size=1, seed=0, pad_id=0, collate_fn=collate)
     opt = torch.optim.AdamW(clf.parameters(), lr=3e-3)
     for _ in range(80):
         loss, _ = classification_loss(clf, loader.next_batch())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    m = evaluate_classifier(clf, eval_batches(test, micro_batch_size=32, pad_id=0), torch.device("cpu"), 2)
+    m = evaluate_classifier(clf, eval_batches(test, micro_batch_size=32, pad_id=0, collate_fn=collate), torch.device("cpu"), 2)
     majority = majority_baseline([r["class_label"] for r in train], [r["class_label"] for r in test], 2)
     assert majority["accuracy"] == pytest.approx(0.7)
     assert m["accuracy"] >= 0.9 > majority["accuracy"]

@@ -6,7 +6,7 @@ from llmtrain.eval.generate import SamplingConfig, filter_logits, generate_ids
 def test_greedy_equals_transformers_generate_on_the_export(tiny_model, tmp_path):
     from transformers import LlamaForCausalLM
 
-    from llmtrain.model.hf import export_hf
+    from llmtrain.modelio.hf import export_hf
 
     model = tiny_model(vocab_size=97, seed=3)
     sd = {k: v for k, v in model.state_dict().items() if not k.startswith("rope.")}

@@ -22,7 +22,7 @@ def test_shipped_tasks_stage_with_absolute_data_paths(tmp_path):
 
 def test_lm_eval_runs_offline_on_an_export(tiny_model, sp_tokenizer_dir, tmp_path):
     from llmtrain.data.tokenizer import load_tokenizer
-    from llmtrain.model.hf import export_hf
+    from llmtrain.modelio.hf import export_hf
 
     model = tiny_model(vocab_size=load_tokenizer(sp_tokenizer_dir).vocab_size)
     sd = {k: v for k, v in model.state_dict().items() if not k.startswith("rope.")}

@@ -3,11 +3,11 @@ import json
 import torch
 
 from llmtrain.config.schema import EvalConfig, FinetuneConfig, RunConfig, TrainConfig
-from llmtrain.data.sft import save_chat_template
-from llmtrain.eval.load import load_model
-from llmtrain.eval.suite import finetune_evaluator, run_evaluation
+from llmtrain.eval.suite import objective_name, run_evaluation
 from llmtrain.model.heads import SequenceClassifier
-from llmtrain.model.model_dir import save_model_dir
+from llmtrain.modelio.layout import write_chat_template
+from llmtrain.modelio.load import load_model
+from llmtrain.modelio.model_dir import save_model_dir
 
 
 def _save(model, out, tok_dir, extra_sd=None):
@@ -21,7 +21,7 @@ def test_sft_model_report_with_loss_samples_and_template(tiny_model, sp_tokenize
     rows = [{"prompt": f"what is {i}?", "response": f"it is {i}."} for i in range(30)]
     (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     mdir = _save(model, tmp_path / "m", sp_tokenizer_dir)
-    save_chat_template("U: {prompt}\nA:", mdir)
+    write_chat_template(mdir, "U: {prompt}\nA:")
     loaded = load_model(mdir)
     assert loaded.chat_template == "U: {prompt}\nA:" and loaded.classifier is None
     cfg = RunConfig(train=TrainConfig(seq_len=64, micro_batch_size=4),
@@ -54,17 +54,14 @@ def test_classifier_checkpoint_is_evaluated_beside_baselines(tiny_model, sp_toke
     assert (tmp_path / "eval" / "classification.png").is_file()
 
 
-def test_finetune_evaluator_reads_through_wrappers(tiny_model):
-    from llmtrain.data.finetune_data import FinetuneData
 
-    class Wrapper(torch.nn.Module):  # stands in for the trainer's LossModule inside an engine
-        def __init__(self, model):
-            super().__init__()
-            self.model, self.loss_fn = model, None
+def test_the_objective_is_the_heads_for_a_classifier_else_the_configs():
+    class Loaded:  # the two fields objective_name reads
+        classifier, head = None, {}
 
-    model = tiny_model()
-    ex = [{"input_ids": [1, 5, 6], "labels": [-100, 6, 2]}, {"input_ids": [1, 7], "labels": [7, 2]}]
-    data = FinetuneData("sft", {"train": ex, "validation": ex, "test": []}, {})
-    evaluate = finetune_evaluator(data, micro_batch_size=2, pad_id=3, device=torch.device("cpu"))
-    out = evaluate(Wrapper(model))
-    assert set(out) == {"val/loss", "val/ppl"} and out["val/loss"] > 0
+    cfg = RunConfig(finetune=FinetuneConfig(task="sft"))
+    assert objective_name(Loaded(), cfg) == "sft"
+    Loaded.classifier, Loaded.head = object(), {"task": "classification"}
+    assert objective_name(Loaded(), cfg) == "classification"
+    Loaded.head = {}  # head.json written before it named its task
+    assert objective_name(Loaded(), cfg) == "classification"

@@ -1,29 +1,10 @@
-"""Tiny model configs shared by the model tests (fp32, CPU, milliseconds per forward)."""
+"""Fixtures of the model tests: tiny configs and models (see tests/modeltools.py), few threads."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-from llmtrain.config.schema import ModelConfig
-from llmtrain.model.transformer import Transformer
-
-
-def tiny_config(**over) -> ModelConfig:
-    base = dict(vocab_size=97, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=32, max_seq_len=64)
-    base.update(over)
-    return ModelConfig(**base)
-
-
-def tiny_model(seed: int = 0, **over) -> Transformer:
-    """A tiny model whose norm weights are perturbed too, so that a mixed-up norm is visible."""
-    torch.manual_seed(seed)
-    model = Transformer(tiny_config(**over))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
+from modeltools import tiny_config, tiny_model
 
 
 @pytest.fixture

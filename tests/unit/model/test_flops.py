@@ -8,7 +8,8 @@ import pytest
 
 from llmtrain.config.base import build
 from llmtrain.config.loader import read_yaml
-from llmtrain.config.schema import ModelConfig
+from llmtrain.config.schema import ModelSection
+from llmtrain.model.config import ModelConfig
 from llmtrain.model.flops import flops_per_token, model_flops_utilization, num_params
 from llmtrain.model.transformer import Transformer
 
@@ -16,7 +17,8 @@ PRESETS = Path(__file__).resolve().parents[3] / "configs" / "model"
 
 
 def preset(name: str) -> ModelConfig:
-    return build(ModelConfig, read_yaml(PRESETS / f"{name}.yaml"), source=name)
+    """A preset's architecture (presets are run-config model sections: some set run-time switches)."""
+    return build(ModelSection, read_yaml(PRESETS / f"{name}.yaml"), source=name).architecture()
 
 
 @pytest.mark.parametrize("name, published", [

@@ -19,10 +19,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmtrain.config.schema import ModelConfig
 from llmtrain.model.attention import attention, build_layout, flex_attention_available
+from llmtrain.model.config import ModelConfig
+from llmtrain.model.runtime import ModelRuntime, apply_runtime
 from llmtrain.model.transformer import Transformer
-from llmtrain.training.objectives import (
+from llmtrain.objectives.losses import (
     IGNORE_INDEX,
     chunked_cross_entropy_sum,
     fused_linear_cross_entropy_sum,
@@ -113,16 +114,15 @@ def test_chunked_loss_on_cpu_keeps_the_checkpointed_path_and_agrees_with_the_fus
 
 # ---------------------------------------------------------------------------- compile switch
 
-def _tiny(**kw) -> ModelConfig:
-    return ModelConfig(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=32,
-                       max_seq_len=64, **kw)
+def _tiny() -> ModelConfig:
+    return ModelConfig(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=32, max_seq_len=64)
 
 
 def test_compile_switch_is_a_no_op_on_cpu():
     torch.manual_seed(0)
     plain = Transformer(_tiny())
     torch.manual_seed(0)
-    compiled = Transformer(_tiny(compile=True))
+    compiled = apply_runtime(Transformer(_tiny()), ModelRuntime(compile=True))
     tokens = torch.randint(0, 256, (2, 32))
     torch.testing.assert_close(compiled(tokens, doc_ids=DOCS[:, :32]), plain(tokens, doc_ids=DOCS[:, :32]),
                                rtol=0, atol=0)
@@ -198,7 +198,8 @@ def test_compiled_model_matches_eager_on_gpu_in_bf16():
     outs = []
     for compile_ in (False, True):
         torch.manual_seed(0)
-        model = Transformer(_tiny(compile=compile_, attention_backend="sdpa")).cuda().to(torch.bfloat16)
+        model = apply_runtime(Transformer(_tiny()), ModelRuntime(attention_backend="sdpa", compile=compile_))
+        model = model.cuda().to(torch.bfloat16)
         outs.append([model(tokens).float(), model(tokens, doc_ids=doc_ids).float()])
         assert model._compiled is compile_
     for a, b in zip(*outs, strict=True):

@@ -1,17 +1,18 @@
 import torch
 
-from llmtrain.config.schema import ModelConfig
+from llmtrain.model.config import ModelConfig
 from llmtrain.model.heads import SequenceClassifier
+from llmtrain.model.runtime import ModelRuntime, apply_runtime
 from llmtrain.model.transformer import Transformer
 
-CFG = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, multiple_of=16, max_seq_len=32,
-                  attention_backend="eager")
+CFG = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, multiple_of=16, max_seq_len=32)
 PAD = 0
 
 
 def _clf(pooling: str) -> SequenceClassifier:
     torch.manual_seed(0)
-    return SequenceClassifier(Transformer(CFG), 3, pooling=pooling, pad_id=PAD).eval()
+    clf = SequenceClassifier(Transformer(CFG), 3, pooling=pooling, pad_id=PAD)
+    return apply_runtime(clf, ModelRuntime(attention_backend="eager")).eval()
 
 
 def test_last_pooling_reads_the_final_real_token_and_ignores_right_padding():

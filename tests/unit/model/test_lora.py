@@ -1,17 +1,24 @@
 import torch
 from torch import nn
 
-from llmtrain.config.schema import LoraConfig, ModelConfig
-from llmtrain.model.lora import LoRALinear, apply_lora, count_trainable, lora_state_dict, merge_lora
+from llmtrain.model.config import LoraConfig, ModelConfig
+from llmtrain.model.lora import (
+    LoRALinear,
+    apply_lora,
+    count_trainable,
+    lora_state_dict,
+    merge_lora,
+    merge_lora_state,
+)
+from llmtrain.model.runtime import ModelRuntime, apply_runtime
 from llmtrain.model.transformer import Transformer
 
-CFG = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=16,
-                  max_seq_len=32, attention_backend="eager")
+CFG = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=16, max_seq_len=32)
 
 
 def _model() -> Transformer:
     torch.manual_seed(0)
-    return Transformer(CFG).eval()
+    return apply_runtime(Transformer(CFG), ModelRuntime(attention_backend="eager")).eval()
 
 
 def test_apply_lora_wraps_targets_and_freezes_base():
@@ -66,3 +73,20 @@ def test_unknown_target_is_an_error():
     import pytest
     with pytest.raises(ValueError, match="wz"):
         apply_lora(_model(), LoraConfig(enabled=True, targets=["wz"]))
+
+
+def test_state_dict_merge_equals_module_merge_bitwise():
+    """merge_lora_state (what checkpoints save) and merge_lora (in place) are one formula."""
+    lora = LoraConfig(enabled=True, rank=4, alpha=8.0, targets=["wq", "wo", "w2"])
+    model = _model()
+    apply_lora(model, lora)
+    torch.manual_seed(2)
+    for mod in model.modules():
+        if isinstance(mod, LoRALinear):
+            nn.init.normal_(mod.lora_B, std=0.05)
+    from_state = merge_lora_state(model.state_dict(), lora)
+    merge_lora(model)
+    in_place = model.state_dict()
+    assert set(from_state) == set(in_place)
+    for k, v in in_place.items():
+        assert torch.equal(from_state[k], v), k

@@ -1,0 +1,159 @@
+"""Hugging Face model directories on local disk: export to and import from the family's own classes.
+
+The only code in llmtrain that knows Hugging Face names. Per family, a module holds the config map
+and the weight-name map (:mod:`llmtrain.modelio.hf.llama`); this module holds what every family
+shares: (sharded) safetensors files, ``pytorch_model.bin``, tokenizer files, ``generation_config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmtrain.errors import CheckpointError
+from llmtrain.model.config import ModelConfig
+from llmtrain.modelio.hf.llama import (
+    expected_shapes,
+    from_hf_state_dict,
+    hf_config,
+    model_config_from_hf,
+    to_hf_state_dict,
+)
+
+__all__ = ["copy_tokenizer", "expected_shapes", "export_hf", "from_hf_state_dict", "hf_config", "hf_tokenizer_files", "import_hf",
+           "model_config_from_hf", "read_hf_weights", "save_safetensors", "to_hf_state_dict"]
+
+_TOKENIZER_SKIP = {"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json"}
+
+
+def _parse_size(size: int | str) -> int:
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*", size, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"max_shard_size {size!r} is not a size like '2GB', '500MB' or a byte count")
+    units = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+    return int(float(m.group(1)) * units.get((m.group(2) or "").lower(), 1))
+
+
+def save_safetensors(sd: dict[str, torch.Tensor], out_dir: Path, max_shard_size: int | str = "2GB",
+                     prefix: str = "model") -> list[Path]:
+    """Write ``<prefix>.safetensors``, or numbered shards plus ``<prefix>.safetensors.index.json``."""
+    from safetensors.torch import save_file
+
+    limit = _parse_size(max_shard_size)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    used = 0
+    for name, t in sd.items():
+        size = t.numel() * t.element_size()
+        if shards[-1] and used + size > limit:
+            shards.append({})
+            used = 0
+        shards[-1][name] = t.detach().cpu().contiguous()
+        used += size
+    meta = {"format": "pt"}
+    if len(shards) == 1:
+        path = out_dir / f"{prefix}.safetensors"
+        save_file(shards[0], str(path), metadata=meta)
+        return [path]
+    paths, weight_map = [], {}
+    for i, shard in enumerate(shards, 1):
+        path = out_dir / f"{prefix}-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path), metadata=meta)
+        weight_map.update(dict.fromkeys(shard, path.name))
+        paths.append(path)
+    total = sum(t.numel() * t.element_size() for t in sd.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out_dir / f"{prefix}.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return paths
+
+
+def read_hf_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a HF directory: safetensors (single or sharded) or ``pytorch_model.bin``."""
+    from safetensors.torch import load_file
+
+    for stem, loader in (("model.safetensors", load_file),
+                         ("pytorch_model.bin", lambda p: torch.load(p, map_location="cpu", weights_only=True))):
+        if (model_dir / stem).is_file():
+            return dict(loader(str(model_dir / stem)))
+        index = model_dir / f"{stem}.index.json"
+        if index.is_file():
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            sd: dict[str, torch.Tensor] = {}
+            for f in files:
+                sd.update(loader(str(model_dir / f)))
+            return sd
+    raise CheckpointError(f"{model_dir} has no model.safetensors, sharded safetensors index or pytorch_model.bin; "
+                          "point at a Hugging Face model directory saved with save_pretrained")
+
+
+def copy_tokenizer(tokenizer_dir: str | Path, out_dir: Path) -> list[str]:
+    """Copy the tokenizer's files (not weights or model configs) into ``out_dir``."""
+    copied = []
+    for f in sorted(Path(tokenizer_dir).iterdir()):
+        if f.is_file() and f.name not in _TOKENIZER_SKIP and not f.name.endswith((".safetensors", ".bin")):
+            shutil.copy2(f, out_dir / f.name)
+            copied.append(f.name)
+    return copied
+
+
+def hf_tokenizer_files(hf_dir: str | Path) -> list[Path]:
+    """The tokenizer files of a Hugging Face model directory (tokenizer*, special tokens, *.model)."""
+    return [f for f in sorted(Path(hf_dir).iterdir())
+            if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens_map", "added_tokens"))
+                                or f.suffix == ".model")]
+
+
+def _special_ids(tokenizer_dir: str | Path | None) -> dict[str, int]:
+    """bos/eos/pad ids read from a SentencePiece model in ``tokenizer_dir`` (empty when unknown)."""
+    if tokenizer_dir is None or not (Path(tokenizer_dir) / "tokenizer.model").is_file():
+        return {}
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(Path(tokenizer_dir) / "tokenizer.model"))
+    ids = {"bos_token_id": sp.bos_id(), "eos_token_id": sp.eos_id(), "pad_token_id": sp.pad_id()}
+    return {k: v for k, v in ids.items() if v >= 0}
+
+
+def export_hf(state_dict: dict[str, torch.Tensor], cfg: ModelConfig, out_dir: str | Path, *,
+              tokenizer_dir: str | Path | None = None, dtype: torch.dtype | None = torch.float32,
+              max_shard_size: int | str = "2GB", extra_config: dict[str, Any] | None = None) -> Path:
+    """Write a ``LlamaForCausalLM`` directory loadable with ``from_pretrained(out_dir)``.
+
+    ``dtype=None`` keeps each tensor's dtype. Special-token ids come from ``extra_config`` or, when
+    the tokenizer is a SentencePiece ``tokenizer.model``, from the tokenizer itself.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_sd = to_hf_state_dict(state_dict, cfg)
+    if dtype is not None:
+        hf_sd = {k: v.to(dtype) for k, v in hf_sd.items()}
+    for stale in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
+        stale.unlink()  # a previous export with another shard count must not leave extra files
+    save_safetensors(hf_sd, out, max_shard_size)
+    extra = {**_special_ids(tokenizer_dir), **(extra_config or {})}
+    first_dtype = next(iter(hf_sd.values())).dtype
+    config = hf_config(cfg, dtype or first_dtype, extra)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    gen = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in config}
+    (out / "generation_config.json").write_text(json.dumps({"_from_model_config": True, **gen}, indent=2) + "\n")
+    if tokenizer_dir is not None:
+        copy_tokenizer(tokenizer_dir, out)
+    return out
+
+
+def import_hf(hf_dir: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Read a local HF Llama/Mistral directory; return our config and state dict (dtypes kept)."""
+    path = Path(hf_dir)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} has no config.json; pass a local Hugging Face model directory (no hub access)")
+    hf = json.loads((path / "config.json").read_text())
+    cfg = model_config_from_hf(hf, name=hf.get("_name_or_path") or path.name)
+    return cfg, from_hf_state_dict(read_hf_weights(path), cfg)
+
+

@@ -1,0 +1,74 @@
+"""Supervised fine-tuning: next-token loss on the responses of prompt/response (or chat) records.
+
+Records are rendered with ``finetune.chat_template`` and labelled on the response side only
+(:mod:`llmtrain.data.sft`); training rows may be packed with document masking. The template is
+saved into every checkpoint so generation formats prompts exactly as training did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from llmtrain.config.schema import FinetuneConfig, RunConfig
+from llmtrain.data.finetune_loader import eval_batches
+from llmtrain.data.finetune_sets import SPLITS, Records
+from llmtrain.data.sft import TextTokenizer, encode_sft, pack_examples
+from llmtrain.errors import DataError
+from llmtrain.eval.perplexity import lm_loss
+from llmtrain.modelio.layout import CHAT_TEMPLATE_FILE
+from llmtrain.modelio.load import LoadedModel
+from llmtrain.objectives.base import EncodedData, register
+from llmtrain.objectives.finetune_common import FinetuneObjective
+from llmtrain.objectives.losses import causal_lm_loss
+from llmtrain.training.task import Batch
+
+
+@dataclass
+class SftData(EncodedData):
+    chat_template: str | None = None
+
+
+@register
+class Sft(FinetuneObjective):
+    """Prompt -> response language modelling, loss on response tokens (and their EOS) only."""
+
+    name = "sft"
+
+    def encode(self, records: Records, ft: FinetuneConfig, tokenizer: TextTokenizer, *, seq_len: int) -> SftData:
+        splits = {s: encode_sft(records[s], tokenizer, ft.chat_template, seq_len) for s in SPLITS}
+        if ft.packing:
+            # Only training rows are packed; held-out splits stay one example per row so their loss is
+            # comparable between packed and unpacked runs.
+            splits["train"] = pack_examples(splits["train"], seq_len)
+        if not splits["train"]:
+            raise DataError(f"no SFT example of {ft.dataset!r} fits in seq_len {seq_len}; raise train.seq_len")
+        return SftData(splits, records, chat_template=ft.chat_template)
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return causal_lm_loss(model, batch)
+
+    def metrics(self, model: nn.Module, batches: Iterable[Batch], data: EncodedData, device: torch.device, *,
+                reduce: bool) -> dict[str, float]:
+        m = lm_loss(model, batches, device, reduce=reduce)
+        return {"loss": m["loss"], "ppl": m["ppl"]}
+
+    def export_files(self, data: EncodedData) -> dict[str, str]:
+        template = data.chat_template if isinstance(data, SftData) else None
+        return {CHAT_TEMPLATE_FILE: template} if template else {}
+
+    def evaluate(self, loaded: LoadedModel, cfg: RunConfig, *, device: torch.device) -> dict[str, Any]:
+        """``{"sft": {split: loss/ppl/tokens}}`` over every held-out split of ``cfg.finetune.dataset``."""
+        data = self.eval_data(loaded, cfg)
+        if data is None:
+            return {}
+        tok = loaded.tokenizer
+        pad = tok.pad_id if tok.pad_id >= 0 else 0
+        mb = cfg.train.micro_batch_size
+        return {"sft": {s: lm_loss(loaded.model, eval_batches(ex, micro_batch_size=mb, pad_id=pad,
+                                                              collate_fn=self.collate), device)
+                        for s, ex in data.splits.items() if s != "train" and ex}}
