@@ -85,17 +85,17 @@ def micro_batch(args: argparse.Namespace, preset: str) -> int:
 
 
 def run_config(args: argparse.Namespace, preset: str, variant: str, workdir: Path):
-    """The RunConfig both systems train under (the HF side reuses its model and DeepSpeed sections)."""
+    """The run config both systems train under (the HF side reuses its model and DeepSpeed sections)."""
     from llmtrain.config.base import build
     from llmtrain.config.loader import read_yaml
-    from llmtrain.config.schema import RunConfig
+    from llmtrain.config.roots import PretrainRunConfig
 
     on_gpu = not args.cpu_smoke
     model = read_yaml(ROOT / "configs" / "model" / f"{preset}.yaml")
     model.update(max_seq_len=max(model.get("max_seq_len", 0), args.seq_len), attention_backend="auto",
                  compile=on_gpu and variant in ("ours", "ours-docs"), activation_checkpointing="none")
     mb = micro_batch(args, preset)
-    return build(RunConfig, {
+    return build(PretrainRunConfig, {
         "model": model,
         "data": {"document_masking": variant == "ours-docs"},
         "train": {"run_name": f"{preset}-{variant}", "seq_len": args.seq_len, "micro_batch_size": mb,

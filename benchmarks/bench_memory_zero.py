@@ -127,7 +127,7 @@ def rank_main(rank: int, args: argparse.Namespace, port: int, results: Any) -> N
     from bench_gpu import RandomTokenLoader
 
     from llmtrain.config.base import build
-    from llmtrain.config.schema import RunConfig
+    from llmtrain.config.roots import PretrainRunConfig
     from llmtrain.model.flops import num_params
     from llmtrain.model.runtime import apply_runtime
     from llmtrain.model.transformer import Transformer
@@ -138,7 +138,7 @@ def rank_main(rank: int, args: argparse.Namespace, port: int, results: Any) -> N
 
     rows = []
     for stage in [int(s) for s in args.stages.split(",")]:
-        cfg = build(RunConfig, {
+        cfg = build(PretrainRunConfig, {
             "model": {"vocab_size": args.vocab, "dim": args.dim, "n_layers": args.layers, "n_heads": 4,
                       "max_seq_len": 64, "attention_backend": "sdpa"},
             "train": {"run_name": f"zero{stage}", "seq_len": 32, "micro_batch_size": 1, "global_batch_size": args.ranks,

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.outputs import OutputLedger
 from data_prep.parts import PartRecord, hashes_path, load_hashes, save_record
 from llmtrain.config.data import DataConfig
-from llmtrain.data.shards import Manifest, ShardInfo, ShardReader, TokenShardWriter, write_manifest
+from llmtrain.data.shards import MANIFEST, Manifest, ShardInfo, ShardReader, TokenShardWriter, write_manifest
 from llmtrain.data.tokenizer import load_tokenizer
 from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import DataError
@@ -75,7 +76,7 @@ def _rewrite_without(out: Path, rec: PartRecord, split: str, keep: np.ndarray) -
     return dropped
 
 
-def _dedup_across_parts(out: Path, records: list[PartRecord]) -> int:
+def _dedup_across_parts(out: Path, records: list[PartRecord], ledger: OutputLedger) -> int:
     dropped = 0
     by_source: dict[str, list[PartRecord]] = {}
     for r in records:
@@ -100,20 +101,21 @@ def _dedup_across_parts(out: Path, records: list[PartRecord]) -> int:
                     h[split] = a[k]
                     path = out / f"parts/{rec.source}/part-{rec.part:05d}.json"
                     hashes_path(path).unlink()
-                    save_record(out, f"parts/{rec.source}/part-{rec.part:05d}.json", rec, h)
+                    save_record(out, f"parts/{rec.source}/part-{rec.part:05d}.json", rec, h, ledger)
     return dropped
 
 
 def merge(cfg: DataConfig, *, config_path: str = "<data config>") -> Manifest:
     """Write manifest.json from all finished parts and print the per-source report."""
     out = cfg.output_path
+    ledger = OutputLedger(out, "merge")
     records = _records(out, cfg)
     fps = {r.tokenizer_fingerprint for r in records}
     if len(fps) > 1:
         raise DataError(f"{out}: parts were made with different tokenizers ({', '.join(f[:12] for f in fps)}); "
                         f"re-run `llmtrain prepare --config {config_path} --overwrite`")
     if cfg.dedup:
-        n = _dedup_across_parts(out, records)
+        n = _dedup_across_parts(out, records, ledger)
         if n:
             log.info(f"[prepare] merge: dropped {n:,} documents duplicated across parts")
     assert cfg.tokenizer is not None
@@ -128,12 +130,38 @@ def merge(cfg: DataConfig, *, config_path: str = "<data config>") -> Manifest:
         agg = stats.setdefault(r.source, {})
         for k, v in r.stats.items():
             agg[k] = agg.get(k, 0) + v
+    check_source_health(cfg, stats, config_path)
     manifest = Manifest(tokenizer_fingerprint=tok.fingerprint, vocab_size=tok.vocab_size,
                         tokenizer_dir=str(Path(cfg.tokenizer.path).resolve()), shards=shards, stats=stats)
+    ledger.claim(MANIFEST)
     path = write_manifest(out, manifest)
     log.info(report(stats))
     log.info(f"[prepare] wrote {path} ({len(shards)} shards, {sum(s.tokens for s in shards):,} tokens)")
     return manifest
+
+
+def check_source_health(cfg: DataConfig, stats: dict[str, dict[str, int]], config_path: str) -> None:
+    """Refuse a source that yielded no document, or whose documents were mostly undecodable bytes: a
+    wrong path, format or encoding would otherwise train on nothing or on U+FFFD. The source's
+    ``allow_empty`` / ``max_undecodable_fraction`` accept such a source knowingly."""
+    problems = []
+    for source in cfg.sources:
+        s = stats.get(source.name)
+        if s is None:
+            continue
+        read, bad = s.get("documents_read", 0), s.get("docs_with_replacements", 0)
+        kept = s.get("train_documents", 0) + s.get("validation_documents", 0)
+        if (read == 0 or kept == 0) and not source.allow_empty:
+            problems.append(f"source {source.name} has no document ({s.get('files', 0)} file(s), "
+                            f"{s.get('empty_files', 0)} empty, {read} document(s) read, {kept} kept after filters); "
+                            f"check its path/format/text_field, or set `allow_empty: true` on it")
+        elif read and bad / read > source.max_undecodable_fraction:
+            problems.append(f"source {source.name}: {bad} of {read} documents ({bad / read:.0%}) had undecodable bytes "
+                            f"({s.get('replaced_chars', 0)} replaced), above max_undecodable_fraction "
+                            f"{source.max_undecodable_fraction}; is it UTF-8 text? Convert it (e.g. iconv -f cp1252 -t "
+                            f"utf-8) or raise `max_undecodable_fraction` on the source")
+    if problems:
+        raise DataError(f"{'; '.join(problems)} (in {config_path}; no manifest.json was written)")
 
 
 def report(stats: dict[str, dict[str, int]]) -> str:

@@ -48,6 +48,14 @@ def render_table(plan: MixturePlan) -> str:
     return "\n".join([f"mixture plan for {_fmt(plan.budget)} tokens"] + [fmt.format(*r) for r in [head] + rows])
 
 
+def output_paths(out_dir: str | None, cfg: DataConfig) -> list[Path]:
+    """Where ``write_outputs`` writes: ``--out``, else the config's output_dir (the current directory
+    for a planning-only config)."""
+    planning_only = all(s.planning_only for s in cfg.sources)
+    out = Path(out_dir) if out_dir else (Path(".") if planning_only else cfg.output_path)
+    return [out / "mixture.json", out / "mixture.png"]
+
+
 def write_outputs(plan: MixturePlan, out_dir: str | None, cfg: DataConfig) -> list[Path]:
     """``mixture.json`` (the numbers) and ``mixture.png`` (tokens drawn vs available, epochs per source)."""
     import matplotlib
@@ -55,8 +63,7 @@ def write_outputs(plan: MixturePlan, out_dir: str | None, cfg: DataConfig) -> li
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    planning_only = all(s.planning_only for s in cfg.sources)
-    out = Path(out_dir) if out_dir else (Path(".") if planning_only else cfg.output_path)
+    out = output_paths(out_dir, cfg)[0].parent
     out.mkdir(parents=True, exist_ok=True)
     data = {"budget": plan.budget, "sources": [r.__dict__ for r in plan.rows]}
     (out / "mixture.json").write_text(json.dumps(data, indent=1) + "\n")

@@ -4,6 +4,8 @@ Each source's inputs (sorted) are grouped into parts of about ``part_bytes``. Pa
 over all sources) belongs to node ``g % num_shards``. A finished part leaves a record
 ``parts/<source>/part-NNNNN.json`` (written last, atomically) listing its shards, its counts and the
 settings it was made with, plus the hashes of its kept documents (``.hashes.npz``) for dedup.
+Inputs are identified by content: the record lists each input's path, size and sha256, so an input
+edited in place (same size, even the same modification time) makes its part be redone.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from data_prep.outputs import OutputLedger
 from data_prep.sources import input_size, list_inputs
 from data_prep.starter import starter_path
 from llmtrain.config.data import DataConfig, SourceConfig
-from llmtrain.data.shards import ShardInfo, atomic_write_text
+from llmtrain.data.shards import ShardInfo, atomic_write_text, sha256_file
 from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import DataError
 
@@ -101,8 +104,19 @@ def plan_parts(cfg: DataConfig) -> list[Part]:
     return parts
 
 
+def input_sha256(path: Path) -> str:
+    """Content hash of an input file, or of every file of an input directory (names and contents)."""
+    if not path.is_dir():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
 def file_list(part: Part) -> list[list[Any]]:
-    return [[str(f), input_size(f)] for f in part.files]
+    """[path, size, sha256] of each input of the part: what decides whether its record is current."""
+    return [[str(f), input_size(f), input_sha256(f)] for f in part.files]
 
 
 def settings_fingerprint(cfg: DataConfig, source: SourceConfig, tokenizer_fp: str, dtype: str) -> str:
@@ -118,13 +132,19 @@ def validation_fraction(cfg: DataConfig, source: SourceConfig) -> float:
     return cfg.validation_fraction if source.validation_fraction is None else source.validation_fraction
 
 
-def record_is_complete(out: Path, part: Part, settings: str) -> PartRecord | None:
-    """The part's record when it exists, matches the settings and inputs, and its shards are intact."""
+def record_is_complete(out: Path, part: Part, settings: str, files: list[list[Any]]) -> PartRecord | None:
+    """The part's record when it exists, matches the settings and the inputs' content (``files``,
+    from :func:`file_list`), and its shards are intact."""
     path = out / part.record_path
     if not path.is_file():
         return None
     rec = PartRecord.load(path)
-    if rec.settings != settings or rec.files != file_list(part):
+    if rec.settings != settings:
+        return None
+    if rec.files != files:
+        changed = [f[0] for f in files if f not in rec.files]
+        log.info(f"[prepare] {part.source.name} part {part.index + 1}/{part.num_parts}: inputs changed since it was "
+                 f"prepared ({', '.join(changed[:3]) or 'file list'}{' ...' if len(changed) > 3 else ''}); redoing it")
         return None
     for s in rec.shards:
         f = out / s.file
@@ -133,8 +153,9 @@ def record_is_complete(out: Path, part: Part, settings: str) -> PartRecord | Non
     return rec
 
 
-def save_record(out: Path, rel: str, rec: PartRecord, hashes: dict[str, np.ndarray]) -> None:
-    path = out / rel
+def save_record(out: Path, rel: str, rec: PartRecord, hashes: dict[str, np.ndarray], ledger: OutputLedger) -> None:
+    ledger.claim(rel[: -len(".json")] + ".hashes.npz")
+    path = ledger.claim(rel)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".hashes.tmp.npz")
     np.savez(tmp, **hashes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.outputs import OutputLedger, check_output_dir, check_overlap
 from data_prep.parts import (
     Part,
     PartRecord,
@@ -33,7 +33,7 @@ from data_prep.parts import (
 from data_prep.sources import ReadStats, read_documents
 from data_prep.tokenizer import train_tokenizer
 from llmtrain.config.data import DataConfig
-from llmtrain.data.shards import MANIFEST, ShardInfo, TokenShardWriter, dtype_for_vocab
+from llmtrain.data.shards import ShardInfo, TokenShardWriter, dtype_for_vocab
 from llmtrain.data.tokenizer import Tokenizer, is_tokenizer_dir, load_tokenizer
 from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import DataError
@@ -54,7 +54,7 @@ def _encode(texts: list[str], dtype: str) -> list[np.ndarray]:
     """Tokenize a batch and wrap every document in BOS ... EOS."""
     tok = _worker_tok
     assert tok is not None
-    bos, eos = [tok.bos_id] if tok.bos_id >= 0 else [], [tok.eos_id] if tok.eos_id >= 0 else []
+    bos, eos = tok.bos_prefix, [tok.eos_id] if tok.eos_id >= 0 else []
     return [np.asarray(bos + ids + eos, dtype=dtype) for ids in tok.encode_batch(texts)]
 
 
@@ -62,7 +62,14 @@ def _text_hash(text: str, key: bytes = b"") -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=key).digest(), "little")
 
 
-def ensure_tokenizer(cfg: DataConfig, allow_train: bool = True) -> Tokenizer:
+def source_inputs(parts: list[Part]) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for p in parts:
+        out.setdefault(p.source.name, []).extend(p.files)
+    return out
+
+
+def ensure_tokenizer(cfg: DataConfig, allow_train: bool = True, config_path: str = "<data config>") -> Tokenizer:
     """Load the config's tokenizer, training it from the config's sources when its directory is missing."""
     spec = cfg.tokenizer
     if spec is None:
@@ -73,6 +80,7 @@ def ensure_tokenizer(cfg: DataConfig, allow_train: bool = True) -> Tokenizer:
         raise DataError(f"tokenizer {spec.path} does not exist yet; train it once before the array of prepare "
                         f"jobs: `llmtrain prepare --config <data config> --tokenizer-only`")
     parts = plan_parts(cfg)
+    check_overlap(cfg, source_inputs(parts), config_path, tokenizer_written=True)
     by_source: dict[str, list[Part]] = {}
     for p in parts:
         by_source.setdefault(p.source.name, []).append(p)
@@ -113,8 +121,10 @@ class PartCounters:
 class _PartWriter:
     """Rolls shards of one (part, split) at ``shard_tokens``."""
 
-    def __init__(self, out: Path, part: Part, split: str, dtype: np.dtype, fp: str, shard_tokens: int):
+    def __init__(self, out: Path, part: Part, split: str, dtype: np.dtype, fp: str, shard_tokens: int,
+                 ledger: OutputLedger):
         self.out, self.part, self.split, self.dtype, self.fp, self.limit = out, part, split, dtype, fp, shard_tokens
+        self.ledger = ledger
         self.writer: TokenShardWriter | None = None
         self.done: list[ShardInfo] = []
 
@@ -124,6 +134,7 @@ class _PartWriter:
             self.writer = None
         if self.writer is None:
             rel = f"{self.part.source.name}/{self.split}-{self.part.index:05d}-{len(self.done):04d}.bin"
+            self.ledger.claim_shard(rel)
             self.writer = TokenShardWriter(self.out, rel, dtype=self.dtype, source=self.part.source.name,
                                            split=self.split, tokenizer_fingerprint=self.fp)
         self.writer.add(ids)
@@ -135,22 +146,24 @@ class _PartWriter:
         return self.done
 
 
-def _clean_part_files(out: Path, part: Part) -> None:
-    for split in SPLITS:
-        for f in (out / part.source.name).glob(f"{split}-{part.index:05d}-*"):
-            f.unlink()
+def _clean_part_files(out: Path, part: Part, ledger: OutputLedger) -> None:
+    """Remove the shards an earlier attempt at this part wrote (recorded ones only: never a user's file)."""
+    prefixes = tuple(f"{part.source.name}/{split}-{part.index:05d}-" for split in SPLITS)
+    for rel in sorted(ledger.recorded()):
+        if rel.startswith(prefixes) and rel.endswith((".bin", ".idx")):
+            (out / rel).unlink(missing_ok=True)
 
 
 def process_part(cfg: DataConfig, part: Part, tok: Tokenizer, pool, workers: int, out: Path,
-                 seen: set[int]) -> PartRecord:
-    """Tokenize one part into shards and return its (saved) record."""
+                 seen: set[int], ledger: OutputLedger, files: list[list]) -> PartRecord:
+    """Tokenize one part into shards and return its (saved) record; ``files`` is its inputs' file_list."""
     source = part.source
     dtype = dtype_for_vocab(tok.vocab_size)
     settings = settings_fingerprint(cfg, source, tok.fingerprint, dtype.name)
     frac, key = validation_fraction(cfg, source), cfg.seed.to_bytes(8, "little", signed=True)
     text_field = source.text_field or cfg.text_field
-    _clean_part_files(out, part)
-    writers = {s: _PartWriter(out, part, s, dtype, tok.fingerprint, cfg.shard_tokens) for s in SPLITS}
+    _clean_part_files(out, part, ledger)
+    writers = {s: _PartWriter(out, part, s, dtype, tok.fingerprint, cfg.shard_tokens, ledger) for s in SPLITS}
     kept_hashes: dict[str, list[int]] = {s: [] for s in SPLITS}
     counts, read_stats = PartCounters(), ReadStats()
     tokens = {s: 0 for s in SPLITS}
@@ -222,34 +235,10 @@ def process_part(cfg: DataConfig, part: Part, tok: Tokenizer, pool, workers: int
     if read_stats.examples:
         log.info(f"[prepare] {source.name}: repaired/skipped inputs, e.g. {read_stats.examples}")
     rec = PartRecord(source=source.name, part=part.index, num_parts=part.num_parts, global_index=part.global_index,
-                     files=file_list(part),
+                     files=files,
                      settings=settings, tokenizer_fingerprint=tok.fingerprint, shards=shards, stats=stats)
-    save_record(out, part.record_path, rec, {s: np.asarray(kept_hashes[s], dtype=np.uint64) for s in SPLITS})
+    save_record(out, part.record_path, rec, {s: np.asarray(kept_hashes[s], dtype=np.uint64) for s in SPLITS}, ledger)
     return rec
-
-
-def check_output_dir(out: Path, tok: Tokenizer, overwrite: bool, cfg: DataConfig, config_path: str) -> None:
-    """Refuse a directory prepared with another tokenizer (or wipe our files with ``overwrite``)."""
-    ours = [out / MANIFEST, out / "parts"] + [out / s.name for s in cfg.sources]
-    if overwrite:
-        for p in ours:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-        return
-    found: str | None = None
-    if (out / MANIFEST).is_file():
-        import json
-
-        found = json.loads((out / MANIFEST).read_text()).get("tokenizer_fingerprint")
-    else:
-        rec = next(iter(sorted((out / "parts").glob("*/part-*.json"))), None) if (out / "parts").is_dir() else None
-        found = PartRecord.load(rec).tokenizer_fingerprint if rec else None
-    if found and found != tok.fingerprint:
-        raise DataError(f"{out} was prepared with another tokenizer (fingerprint {found[:12]}, this one is "
-                        f"{tok.fingerprint[:12]} from {tok.directory}); pick another output_dir or re-run "
-                        f"`llmtrain prepare --config {config_path} --overwrite` to replace it")
 
 
 def prepare(cfg: DataConfig, *, workers: int = 1, overwrite: bool = False, shard_index: int = 0,
@@ -257,11 +246,13 @@ def prepare(cfg: DataConfig, *, workers: int = 1, overwrite: bool = False, shard
     """Prepare this node's parts; on a single node also merge into manifest.json. Returns a summary."""
     if not 0 <= shard_index < num_shards:
         raise DataError(f"--shard-index {shard_index} must be in [0, --num-shards {num_shards})")
-    tok = ensure_tokenizer(cfg, allow_train=num_shards == 1)
-    out = cfg.output_path
-    check_output_dir(out, tok, overwrite, cfg, config_path)
-    out.mkdir(parents=True, exist_ok=True)
     parts = plan_parts(cfg)
+    check_overlap(cfg, source_inputs(parts), config_path, tokenizer_written=False)
+    tok = ensure_tokenizer(cfg, allow_train=num_shards == 1, config_path=config_path)
+    out = cfg.output_path
+    check_output_dir(out, tok, overwrite, config_path)
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = OutputLedger(out, f"node-{shard_index}")
     dtype = dtype_for_vocab(tok.vocab_size)
     mine = [p for p in parts if p.global_index % num_shards == shard_index]
     log.info(f"[prepare] {len(parts)} part(s) over {len({p.source.name for p in parts})} source(s); this node "
@@ -280,7 +271,8 @@ def prepare(cfg: DataConfig, *, workers: int = 1, overwrite: bool = False, shard
         for part in mine:
             settings = settings_fingerprint(cfg, part.source, tok.fingerprint, dtype.name)
             source_seen = seen.setdefault(part.source.name, set())
-            rec = record_is_complete(out, part, settings)
+            files = file_list(part)
+            rec = record_is_complete(out, part, settings, files)
             if rec is not None:
                 skipped += 1
                 if cfg.dedup:
@@ -288,7 +280,7 @@ def prepare(cfg: DataConfig, *, workers: int = 1, overwrite: bool = False, shard
                         source_seen.update(arr.tolist())
                 log.info(f"[prepare] {part.source.name} part {part.index + 1}/{part.num_parts}: already done, skipped")
                 continue
-            rec = process_part(cfg, part, tok, pool, workers, out, source_seen)
+            rec = process_part(cfg, part, tok, pool, workers, out, source_seen, ledger, files)
             done += 1
             s = rec.stats
             log.info(f"[prepare] {part.source.name} part {part.index + 1}/{part.num_parts}: {s['documents_kept']:,} docs, "

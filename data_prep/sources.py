@@ -2,7 +2,9 @@
 
 Every reader yields ``str`` documents in a fixed order (files sorted by path) and counts what it
 had to repair or skip in a :class:`ReadStats`: undecodable bytes are replaced (U+FFFD) and counted,
-empty files are skipped and counted. Problems the user must fix raise DataError naming the file.
+empty files are skipped and counted. Problems the user must fix raise DataError naming the file:
+a corrupt or truncated archive (.gz/.zst), a damaged parquet file, a CSV or dataset file that is not
+UTF-8 (e.g. cp1252 from a spreadsheet) are one message each, not a traceback from the reader library.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import glob
 import gzip
 import io
 import json
+import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,13 +195,45 @@ def read_documents(path: Path, fmt: str, text_field: str, stats: ReadStats) -> I
     else:
         raise DataError(f"{path}: unknown format {fmt!r}; accepted formats: {ACCEPTED}")
     n = 0
-    for doc in it:
-        n += 1
-        stats.documents += 1
-        yield doc
+    try:
+        for doc in it:
+            n += 1
+            stats.documents += 1
+            yield doc
+    except DataError:
+        raise
+    except _read_errors() as e:
+        raise DataError(_unreadable(path, fmt, e, n)) from None
     if n == 0:
         stats.empty_files += 1
         stats.examples.setdefault("empty", str(path))
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What the readers raise for damaged or mis-encoded files (the libraries' own types when loaded)."""
+    errors: list[type[BaseException]] = [OSError, EOFError, zlib.error, ValueError]
+    if "pyarrow" in sys.modules:
+        errors.append(sys.modules["pyarrow"].lib.ArrowException)
+    if "datasets" in sys.modules:
+        errors.append(sys.modules["datasets"].exceptions.DatasetsError)
+    if "zstandard" in sys.modules:
+        errors.append(sys.modules["zstandard"].ZstdError)
+    return tuple(errors)
+
+
+def _unreadable(path: Path, fmt: str, e: BaseException, docs: int) -> str:
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, UnicodeDecodeError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, UnicodeDecodeError):
+        byte = cause.object[cause.start: cause.start + 1].hex() if isinstance(cause.object, bytes) else "?"
+        return (f"{path} is not UTF-8 text (byte 0x{byte} at position {cause.start}: {cause.reason}); it is probably "
+                f"cp1252/latin-1 (e.g. saved by a spreadsheet): convert it with `iconv -f cp1252 -t utf-8 {path} > "
+                f"{path.stem}.utf8{path.suffix}` and point the source at the converted file")
+    kind = "compressed" if path.name.lower().endswith((".gz", ".zst")) else fmt
+    detail = str(e).splitlines()[0][:300].rstrip(".") if str(e) else ""
+    return (f"cannot read {path} as {kind} input after {docs} document(s): {type(e).__name__}: {detail}. The file "
+            f"is damaged or truncated (or not {fmt}); re-create or re-download it, or remove it from the source")
 
 
 def input_size(path: Path) -> int:

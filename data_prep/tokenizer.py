@@ -2,7 +2,9 @@
 
 Settings are chosen so that a plain ``tokenizers`` BPE reproduces SentencePiece's ids exactly:
 identity normalization, no dummy prefix and no whitespace squeezing (code keeps its indentation),
-byte fallback for anything unseen. The Hugging Face side is built directly as a ``tokenizer.json``
+byte fallback for anything unseen. The lines trained on are a seeded reservoir sample taken here, not
+SentencePiece's own sampling (which gave another tokenizer on every run once the input had more
+lines than ``sample_sentences``): the same input and seed always give the same tokenizer. The Hugging Face side is built directly as a ``tokenizer.json``
 (BPE + ``" " -> "▁"``) because transformers 5.x's ``LlamaTokenizer`` always prepends "▁" and its
 ``vocab_file=`` constructor silently builds an empty tokenizer.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,6 +43,22 @@ def _sentences(texts: Iterable[str], max_chars: int) -> Iterator[str]:
                 return
 
 
+def reservoir_sample(lines: Iterable[str], k: int, seed: int) -> tuple[list[str], int]:
+    """At most ``k`` lines, uniformly chosen with a seeded generator (Algorithm R), in input order;
+    returns them and the number of lines seen."""
+    rng = random.Random(seed)
+    keep: list[tuple[int, str]] = []
+    n = 0
+    for n, line in enumerate(lines, 1):
+        if len(keep) < k:
+            keep.append((n, line))
+        else:
+            j = rng.randrange(n)
+            if j < k:
+                keep[j] = (n, line)
+    return [line for _, line in sorted(keep)], n
+
+
 def train_tokenizer(texts: Iterable[str], out_dir: str | Path, *, vocab_size: int,
                     special_tokens: list[str] | None = None, sample_sentences: int = 300_000,
                     max_chars: int = 50_000_000, seed: int = 1234, threads: int | None = None) -> Tokenizer:
@@ -50,12 +69,8 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, *, vocab_size: in
     out.mkdir(parents=True, exist_ok=True)
     specials = list(dict.fromkeys(special_tokens or []))
     t0 = time.time()
-    counter = {"n": 0}
-
-    def counted() -> Iterator[str]:
-        for s in _sentences(texts, max_chars):
-            counter["n"] += 1
-            yield s
+    sample, seen = reservoir_sample(_sentences(texts, max_chars), sample_sentences, seed)
+    counter = {"n": len(sample)}
 
     # The model goes to a buffer, not a file prefix: the prefix path would be stored in the model and
     # make the fingerprint differ between identical trainings.
@@ -63,13 +78,13 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, *, vocab_size: in
     spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=counted(), model_writer=model, vocab_size=vocab_size, model_type="bpe",
+            sentence_iterator=iter(sample), model_writer=model, vocab_size=vocab_size, model_type="bpe",
             byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=3,
             unk_piece=UNK, bos_piece=BOS, eos_piece=EOS, pad_piece=PAD,
             user_defined_symbols=specials, normalization_rule_name="identity",
             remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True,
             allow_whitespace_only_pieces=True, character_coverage=0.9999,
-            input_sentence_size=sample_sentences, shuffle_input_sentence=True, seed_sentencepiece_size=1_000_000,
+            input_sentence_size=0, shuffle_input_sentence=False, seed_sentencepiece_size=1_000_000,
             num_threads=threads or min(4, os.cpu_count() or 1), minloglevel=2, hard_vocab_limit=True)
     except RuntimeError as e:
         raise DataError(f"SentencePiece training failed ({e}); with {counter['n']} input lines a vocab of "
@@ -77,10 +92,10 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, *, vocab_size: in
     atomic_write_bytes(out / SP_MODEL, model.getvalue())
     write_hf_files(out, specials)
     meta = {"type": "sentencepiece-bpe", "vocab_size": vocab_size, "special_tokens": specials,
-            "trained_on_lines": counter["n"], "bos": BOS, "eos": EOS, "pad": PAD, "unk": UNK}
+            "trained_on_lines": counter["n"], "lines_read": seen, "seed": seed, "bos": BOS, "eos": EOS, "pad": PAD, "unk": UNK}
     atomic_write_bytes(out / META_FILE, (json.dumps(meta, indent=1) + "\n").encode())  # written last: marks complete
     tok = load_tokenizer(out)
-    log.info(f"[tokenizer] trained vocab {tok.vocab_size} on {counter['n']:,} lines in {time.time() - t0:.1f}s "
+    log.info(f"[tokenizer] trained vocab {tok.vocab_size} on {counter['n']:,} lines (sampled from {seen:,}) in {time.time() - t0:.1f}s "
         f"-> {out} (fingerprint {tok.fingerprint[:12]})")
     return tok
 

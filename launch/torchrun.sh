@@ -15,6 +15,10 @@
 #   LOCAL_ADDR      this host's address as the other hosts reach it (default: torchrun resolves the
 #                   host name; set it where the name resolves to a loopback or a wrong interface)
 #   PYTHON          interpreter with llmtrain installed (default: python3)
+#   TORCHRUN_MAX_RESTARTS  times torchrun restarts this host's workers after one fails (default 0);
+#                   each restart resumes from `latest` (the commands run with --resume auto)
+#   TORCHRUN_LOG_DIR  per-rank logs: torchrun writes each worker's stdout/stderr under this
+#                   directory (and still to the console)
 #
 # Preemption: torchrun itself ignores SIGUSR1 (its default action would kill it and orphan the
 # workers); the workers receive the signal (Slurm signals every process of the step; outside Slurm
@@ -45,13 +49,18 @@ if [ -n "${LOCAL_ADDR:-}" ]; then
   # torchrun guesses whether it hosts the rendezvous store from the host name; say it outright.
   if [ "$LOCAL_ADDR" = "$MASTER_ADDR" ]; then LOCAL_ADDR_ARGS+=(--rdzv_conf is_host=true); fi
 fi
+EXTRA_ARGS=(--max_restarts "${TORCHRUN_MAX_RESTARTS:-0}")
+if [ -n "${TORCHRUN_LOG_DIR:-}" ]; then
+  mkdir -p "$TORCHRUN_LOG_DIR/node${SLURM_NODEID:-0}"
+  EXTRA_ARGS+=(--log_dir "$TORCHRUN_LOG_DIR/node${SLURM_NODEID:-0}" --tee 3)  # files per rank, and the console as before
+fi
 EXIT_PREEMPTED=${EXIT_PREEMPTED:-$("$PYTHON" -c 'from llmtrain.training.signals import EXIT_PREEMPTED as c; print(c)' 2>/dev/null || echo 75)}
 
 # MASTER_* name the rendezvous here; torchrun gives the workers their own MASTER_ADDR/PORT.
 ( trap '' USR1; exec "$PYTHON" -m torch.distributed.run \
     --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \
     --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "$RDZV_ID" \
-    "${LOCAL_ADDR_ARGS[@]}" "$@" ) &
+    "${LOCAL_ADDR_ARGS[@]}" "${EXTRA_ARGS[@]}" "$@" ) &
 pid=$!
 
 signalled=0

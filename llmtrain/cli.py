@@ -2,7 +2,9 @@
 
 Each command lives in ``llmtrain/commands/<name>.py`` with ``register(subparsers)`` (argument
 definitions only, cheap to import) and ``run(args) -> int`` (imports the heavy parts lazily).
-Errors the user can fix (ConfigError, UserError) print one paragraph and exit with code 2.
+Errors the user can fix (ConfigError, UserError) print one paragraph and exit with code 2; with
+``--debug`` (or ``LLMTRAIN_DEBUG=1``) their traceback is printed first. Anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # the deepspeed launcher inserts --local_rank=N after the module name; ranks come from the environment
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of every error, also of user errors (same as LLMTRAIN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -49,12 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     from llmtrain.config.base import ConfigError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted after the command name too: `llmtrain train --debug ...`
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         code = int(args.func(args) or 0)
         _exit_now_if_distributed(code)
         return code
     except (ConfigError, UserError) as e:
+        if args.debug or os.environ.get("LLMTRAIN_DEBUG", "").strip() not in ("", "0", "false", "no"):
+            import traceback
+
+            traceback.print_exc()
         print(f"llmtrain {args.command}: error: {e}", file=sys.stderr)
         _exit_now_if_distributed(2)
         return 2

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set eval.batches=4 (repeatable)")
     p.add_argument("--tasks", nargs="*", default=None,
-                   help="what to run: perplexity, classification, sft, samples (default: all that apply)")
+                   help="what to run: perplexity, classification, sft, samples (default: eval.tasks, else all that apply)")
     p.add_argument("--prompt", action="append", default=[], help="generate a sample for this prompt (repeatable)")
     p.add_argument("--lm-eval", nargs="+", default=None, metavar="TASK",
                    help="lm-eval-harness tasks from configs/eval/ (exports to HF format first)")
@@ -32,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from llmtrain import objectives
-    from llmtrain.config.base import build
+    from llmtrain.config.base import ConfigError, build
     from llmtrain.config.loader import apply_overrides, read_yaml
-    from llmtrain.config.schema import RunConfig
+    from llmtrain.config.roots import EvalRunConfig, keep_sections
     from llmtrain.eval.suite import run_evaluation
     from llmtrain.modelio.layout import CONFIG_YAML
     from llmtrain.modelio.load import load_model
@@ -47,10 +47,16 @@ def run(args: argparse.Namespace) -> int:
         data = read_yaml(saved)
     else:
         data = {}
-    data = apply_overrides(data, args.overrides)
-    data.pop("model", None)  # the checkpoint defines the architecture
-    cfg = build(RunConfig, data, source=args.config or str(saved))
-    tasks = set(args.tasks) if args.tasks else None
+    # a training or fine-tuning config (the checkpoint's own, or a recipe) also holds sections that
+    # only those commands read (the checkpoint defines the architecture): evaluation skips them
+    data = keep_sections(apply_overrides(data, args.overrides), EvalRunConfig)
+    cfg = build(EvalRunConfig, data, source=args.config or str(saved))
+    asked = args.tasks if args.tasks else cfg.eval.tasks
+    tasks = set(asked) if asked else None
+    known = {"perplexity", "samples", *objectives.names()} - {"pretrain"}
+    if tasks is not None and tasks - known:
+        raise ConfigError([f"--tasks / eval.tasks: unknown task(s) {sorted(tasks - known)}; choose from "
+                           f"{', '.join(sorted(known))}"])
     if tasks is not None:
         cfg.eval.perplexity = "perplexity" in tasks
         if not tasks & set(objectives.names()):  # no objective's metrics asked for

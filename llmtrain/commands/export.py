@@ -1,14 +1,25 @@
-"""`llmtrain export`: a checkpoint as a Hugging Face `LlamaForCausalLM` directory."""
+"""`llmtrain export`: a checkpoint as a Hugging Face `*ForCausalLM` directory (the family it was imported
+from, else Llama for our own models; see llmtrain.modelio.hf.families)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from llmtrain.modelio.load import LoadedModel
+
+ADAPTER_SUBDIR = "adapter"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to Hugging Face Llama format (safetensors + tokenizer)",
+    p = sub.add_parser("export", help="export a checkpoint to Hugging Face format (safetensors + tokenizer)",
                        description="Write config.json, (sharded) safetensors, generation_config.json and the "
-                                   "tokenizer, loadable with transformers' LlamaForCausalLM.from_pretrained.")
+                                   "tokenizer, loadable with transformers' from_pretrained: the class the model was imported "
+                                   "from (Qwen2ForCausalLM, MistralForCausalLM, ...), LlamaForCausalLM for our own models.")
     p.add_argument("--checkpoint", required=True, help="run directory (uses `latest`) or step directory")
     p.add_argument("--out", required=True, help="output directory (must be empty or absent)")
     p.add_argument("--dtype", default="bf16", choices=("fp32", "bf16", "fp16"), help="weight dtype to write")
@@ -17,12 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="for a checkpoint without model.safetensors: consolidate DeepSpeed's *.pt states instead. "
                         "ZeRO 1-3 states are read with DeepSpeed's zero_to_fp32, which unpickles them (a "
                         "tampered file can run code): use it only for checkpoints you trust")
+    p.add_argument("--backbone-only", action="store_true",
+                   help="for a classifier: write only the causal-LM backbone (default: the family's "
+                        "*ForSequenceClassification with the head, id2label and pad_token_id)")
+    p.add_argument("--no-adapter", action="store_true",
+                   help="for a LoRA fine-tune: skip the PEFT adapter (default: OUT/adapter/ holds adapter_config.json "
+                        "+ adapter_model.safetensors for peft.PeftModel.from_pretrained(base model, OUT/adapter))")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import torch
 
     from llmtrain.errors import UserError
@@ -44,10 +59,42 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.checkpoint, state_dict=state)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     sd = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith("rope.")}
-    tok_dir = loaded.tokenizer.directory if loaded.tokenizer is not None else None
-    export_hf(sd, loaded.config, out, tokenizer_dir=tok_dir, dtype=dtype, max_shard_size=args.max_shard_size)
+    tok = loaded.tokenizer
+    tok_dir = tok.directory if tok is not None else None
+    note = ""
+    if loaded.classifier is not None and not args.backbone_only:
+        from llmtrain.modelio.hf.heads import export_sequence_classifier
+
+        score = dict(loaded.classifier.score.state_dict())
+        head = {**loaded.head, "pad_id": loaded.classifier.pad_id}
+        eos = tok.eos_id if tok is not None and tok.eos_id >= 0 else None
+        export_sequence_classifier(sd, loaded.config, score, head, out, eos_id=eos, tokenizer_dir=tok_dir, dtype=dtype,
+                                   max_shard_size=args.max_shard_size, source_config=loaded.hf_config)
+        note = f" as a sequence classifier ({len(loaded.head['label_names'])} labels)"
+    else:
+        export_hf(sd, loaded.config, out, tokenizer_dir=tok_dir, dtype=dtype, max_shard_size=args.max_shard_size,
+                  source_config=loaded.hf_config)
+        if loaded.classifier is not None:
+            note = " (--backbone-only: the classification head stays in the checkpoint)"
     if loaded.chat_template:
         write_chat_template(out, loaded.chat_template)
-    note = " (classification head not exported: the backbone is a LlamaForCausalLM)" if loaded.classifier is not None else ""
+    note += _adapter(args, loaded, out, dtype)
     print(f"[llmtrain] exported {loaded.source} -> {out} ({args.dtype}){note}")
     return 0
+
+
+def _adapter(args: argparse.Namespace, loaded: LoadedModel, out: Path, dtype: torch.dtype) -> str:
+    """Write OUT/adapter/ in PEFT's format when the checkpoint is a LoRA fine-tune; the note to print."""
+    from llmtrain.modelio.layout import is_checkpoint, resolve_checkpoint
+    from llmtrain.modelio.peft import export_peft_adapter, has_adapter, read_adapter
+
+    if args.no_adapter or not is_checkpoint(loaded.source):
+        return ""
+    step = resolve_checkpoint(loaded.source)
+    if not has_adapter(step):
+        return ""
+    if loaded.classifier is not None and not args.backbone_only:
+        return "; LoRA adapter not exported for a classifier (its weights are merged into the export)"
+    adapter, settings = read_adapter(step)
+    export_peft_adapter(adapter, settings, loaded.config, out / ADAPTER_SUBDIR, dtype=dtype)
+    return f"; PEFT adapter -> {out / ADAPTER_SUBDIR} (base model: {settings.get('init')})"

@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.init:
         args.overrides.append(f"finetune.init={args.init}")
-    cfg = load_config(args)
     from llmtrain import objectives
+    from llmtrain.config.roots import FinetuneRunConfig
+
+    cfg = load_config(args, FinetuneRunConfig)
 
     return run_training(cfg, objectives.get(cfg.finetune.task).build_task, "fine-tuning done")

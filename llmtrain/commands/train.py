@@ -22,13 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_config(args: argparse.Namespace):
+def load_config(args: argparse.Namespace, root: type | None = None):
+    """The command's config root (``llmtrain train``'s unless given) from --config, --set and --resume."""
     from llmtrain.config.loader import load_run_config
 
     overrides = list(args.overrides)
     if args.resume is not None:
         overrides.append(f"checkpoint.resume={args.resume}")
-    return load_run_config(args.config, overrides)
+    return load_run_config(args.config, overrides, root)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,14 +41,19 @@ def run(args: argparse.Namespace) -> int:
 
 def run_training(cfg, build_task, done: str) -> int:
     """Start the process group, build the task, then fit; shared by `train` and `finetune`."""
+    from llmtrain.distributed.logging import get_logger
+    from llmtrain.training.launcher_watch import watch_launcher
     from llmtrain.training.loop import Trainer
-    from llmtrain.training.runtime import announce, start
+    from llmtrain.training.run_lock import hold_run_dir
+    from llmtrain.training.runtime import announce, run_dir_of, start
 
     env, device = start(cfg)
-    task = build_task(cfg, env, device)  # a fine-tuning task also fills cfg.model from its checkpoint
-    trainer = Trainer(cfg, task, env, device)
-    announce(cfg, env)  # after every data, batch and checkpoint check: bad input writes nothing
-    result = trainer.fit()
-    if env.rank == 0 and result.exit_code == 0:
-        print(f"[llmtrain] {done}: {result.step} steps, checkpoint {result.last_checkpoint}", flush=True)
+    watch_launcher(env)  # a worker whose launcher was killed stops within seconds, without a checkpoint
+    with hold_run_dir(run_dir_of(cfg), env.rank):  # one writer per run directory
+        task = build_task(cfg, env, device)
+        trainer = Trainer(cfg, task, env, device)
+        announce(cfg, env)  # after every data, batch and checkpoint check: bad input writes nothing
+        result = trainer.fit()
+    if result.exit_code == 0:
+        get_logger("llmtrain").info(f"[llmtrain] {done}: {result.step} steps, checkpoint {result.last_checkpoint}")
     return result.exit_code

@@ -14,8 +14,10 @@ _EXPORTS = {
     "ConfigError": "base", "build": "base", "to_dict": "base",
     "apply_overrides": "loader", "dump_yaml": "loader", "load_run_config": "loader", "read_yaml": "loader",
     "CheckpointConfig": "schema", "EvalConfig": "schema", "FinetuneConfig": "schema", "LoggingConfig": "schema",
-    "LoraConfig": "schema", "ModelConfig": "schema", "OptimConfig": "schema", "RunConfig": "schema",
+    "LoraConfig": "schema", "ModelConfig": "schema", "ModelSection": "schema", "OptimConfig": "schema",
     "TrainConfig": "schema", "TrainDataConfig": "schema",
+    "EvalRunConfig": "roots", "FinetuneRunConfig": "roots", "PretrainRunConfig": "roots", "RunConfig": "roots",
+    "validate_for_world": "validate",
 }
 
 __all__ = sorted(_EXPORTS)

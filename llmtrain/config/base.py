@@ -4,12 +4,16 @@ Every section of a run config is a dataclass whose fields carry a one-line ``hel
 metadata. :func:`build` turns a plain dict into such a dataclass, collecting unknown keys (with
 the closest valid name), wrong types and out-of-range values into one :class:`ConfigError`.
 Cross-field checks live in each dataclass's ``check()`` and are collected by the same pass.
+Every number must be finite: NaN is refused everywhere (YAML's ``.nan``, ``--set x=nan``), infinity
+unless the field says ``allow_inf=True``; a NaN learning rate or weight would otherwise train (or
+plan) silently wrong.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -30,9 +34,11 @@ class ConfigError(ValueError):
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, choices: tuple | None = None,
-          min: float | None = None, default_factory: Any = dataclasses.MISSING, gt: float | None = None) -> Any:
-    """A dataclass field with a help text and optional validation bounds."""
-    meta = {"help": help, "choices": choices, "min": min, "gt": gt}
+          min: float | None = None, default_factory: Any = dataclasses.MISSING, gt: float | None = None,
+          max: float | None = None, allow_inf: bool = False) -> Any:
+    """A dataclass field with a help text and optional validation bounds (``allow_inf``: a float
+    field that may be ``.inf``; NaN is never accepted)."""
+    meta = {"help": help, "choices": choices, "min": min, "gt": gt, "max": max, "allow_inf": allow_inf}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -54,7 +60,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
+def _finite(value: float, key: str, problems: list[str], allow_inf: bool) -> float:
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        problems.append(f"{key}: must be a finite number, got {value}")
+    return value
+
+
+def _coerce(value: Any, tp: Any, key: str, problems: list[str], allow_inf: bool = False) -> Any:
     """Check ``value`` against the annotation ``tp``; return the converted value."""
     origin = get_origin(tp)
     if tp is Any:
@@ -63,13 +75,19 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        sections = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(sections) == 1:  # an optional section: report its own problems
+            return _coerce(value, sections[0], key, problems)
         for a in args:
             if a is type(None):
                 continue
             sub: list[str] = []
-            out = _coerce(value, a, key, sub)
+            out = _coerce(value, a, key, sub, allow_inf)
             if not sub:
                 return out
+            if any("finite number" in p for p in sub):  # the right type, a non-finite value: say that
+                problems += sub
+                return value
         problems.append(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
@@ -82,12 +100,16 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
         if not isinstance(value, (list, tuple)):
             problems.append(f"{key}: expected a list, got {type(value).__name__} {value!r}")
             return value
-        items = [_coerce(v, item_tp, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+        items = [_coerce(v, item_tp, f"{key}[{i}]", problems, allow_inf) for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
             problems.append(f"{key}: expected a mapping, got {type(value).__name__}")
-        return value
+            return value
+        (_key_tp, val_tp) = get_args(tp) or (Any, Any)
+        if val_tp is Any:
+            return value
+        return {k: _coerce(v, val_tp, f"{key}.{k}", problems, allow_inf) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             problems.append(f"{key}: expected true or false, got {value!r}")
@@ -102,13 +124,13 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     if tp is float:
         if isinstance(value, str):
             try:  # YAML reads 3e-4 as a string
-                return float(value)
+                return _finite(float(value), key, problems, allow_inf)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{key}: expected a number, got {type(value).__name__} {value!r}")
             return value
-        return float(value)
+        return _finite(float(value), key, problems, allow_inf)
     if tp is str:
         if not isinstance(value, str):
             problems.append(f"{key}: expected a string, got {type(value).__name__} {value!r}")
@@ -128,14 +150,16 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str, problems: list[str])
             continue
         f = fields[k]
         before = len(problems)
-        val = _coerce(v, hints[k], key, problems)
+        val = _coerce(v, hints[k], key, problems, bool(f.metadata.get("allow_inf")))
         if not dataclasses.is_dataclass(hints[k]):  # a section's own problems do not block the parent's checks
             bad_values += len(problems) - before
         choices = f.metadata.get("choices")
         if choices and val is not None and val not in choices:
             problems.append(f"{key}: {val!r} is not one of {', '.join(map(repr, choices))}{closest(str(val), map(str, choices))}")
-        lo, gt = f.metadata.get("min"), f.metadata.get("gt")
-        if isinstance(val, (int, float)) and not isinstance(val, bool):
+        lo, gt, hi = f.metadata.get("min"), f.metadata.get("gt"), f.metadata.get("max")
+        if isinstance(val, (int, float)) and not isinstance(val, bool) and not math.isnan(val):
+            if hi is not None and val > hi:
+                problems.append(f"{key}: must be <= {hi}, got {val}")
             if lo is not None and val < lo:
                 problems.append(f"{key}: must be >= {lo}, got {val}")
             if gt is not None and val <= gt:

@@ -44,6 +44,9 @@ class SourceConfig:
     validation_fraction: float | None = field(None, help="held-out share of documents (default data.validation_fraction)", min=0)
     max_chars: int | None = field(None, help="read at most this many characters of the source (keeps demos small)", gt=0)
     optional: bool = field(False, help="skip (with a message) when the source cannot be fetched, e.g. no apt")
+    allow_empty: bool = field(False, help="accept a source that yields no document (prepare refuses it otherwise)")
+    max_undecodable_fraction: float = field(0.5, help="refuse the source when more than this share of its documents "
+                                                      "had bytes that are not UTF-8 (1 = never refuse)", min=0)
 
     @property
     def paths(self) -> list[str]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from llmtrain.config.base import ConfigError, build, to_dict
-from llmtrain.config.schema import RunConfig
 
 T = TypeVar("T")
 BASE_KEY = "base"
@@ -90,12 +90,38 @@ def build_config(cls: type[T], data: dict[str, Any], source: str | None = None) 
     return build(cls, data, source=source)
 
 
-def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load, merge overrides into, and validate a run config; raises one ConfigError for all problems."""
+def load_run_config(path: str | Path | None, overrides: list[str] | None = None, root: type[T] | None = None) -> T:
+    """Load, merge overrides into, and validate a command's config (default: ``llmtrain train``'s root);
+    raises one ConfigError for all problems."""
+    from llmtrain.config.roots import PretrainRunConfig
+
     data = read_yaml(path) if path else {}
     data = apply_overrides(data, overrides)
-    cfg = build(RunConfig, data, source=str(path) if path else None)
+    source = str(path) if path else None
+    problems = deepspeed_problems(data.get("deepspeed"))
+    try:
+        cfg = build(root or PretrainRunConfig, data, source=source)
+    except ConfigError as e:  # every problem in one message
+        raise ConfigError(problems + e.problems, source) from None
+    if problems:
+        raise ConfigError(problems, source)
     return cfg
+
+
+def deepspeed_problems(node: Any, key: str = "deepspeed") -> list[str]:
+    """Values of the raw ``deepspeed:`` section DeepSpeed itself would choke on: ``auto`` (a Hugging Face
+    Trainer placeholder DeepSpeed does not resolve) and non-finite numbers."""
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in deepspeed_problems(v, f"{key}.{k}")]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in deepspeed_problems(v, f"{key}[{i}]")]
+    if isinstance(node, str) and node.strip().lower() == "auto":
+        return [f"{key}: 'auto' is a Hugging Face Trainer placeholder that DeepSpeed does not resolve; remove the key "
+                f"(llmtrain generates batch sizes, precision, clipping and the optimizer from train.* and optim.*) "
+                f"or give a value"]
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"{key}: must be a finite number, got {node}"]
+    return []
 
 
 def dump_yaml(cfg: Any) -> str:

@@ -1,14 +1,14 @@
-"""The run configuration: one dataclass per section, each field documented.
+"""The sections of a run configuration: one dataclass per section, each field documented.
 
-A run YAML has the sections ``model``, ``data``, ``train``, ``optim``, ``checkpoint``, ``logging``,
-``finetune``, ``eval`` and ``deepspeed`` (raw keys merged over the generated DeepSpeed JSON).
-Cross-field rules live in ``check()`` methods so that every problem is reported together.
+Sections are shared by the per-command roots in :mod:`llmtrain.config.roots` (``model``, ``data``,
+``train``, ``optim``, ``checkpoint``, ``logging``, ``finetune``, ``eval``; ``deepspeed`` is a raw
+mapping merged over the generated DeepSpeed JSON). Cross-field rules live in ``check()`` methods so
+that every problem is reported together.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from llmtrain.config.base import field
 from llmtrain.model.config import LoraConfig, ModelConfig
@@ -47,7 +47,7 @@ class TrainDataConfig:
     config: str | None = field(None, help="path of a data config (configs/data/*.yaml) whose prepared shards to train on")
     weights: dict[str, float] | None = field(None, help="override source weights of the data config: {source: weight}")
     document_masking: bool = field(True, help="attention does not cross document boundaries inside a packed sequence")
-    num_workers: int = field(0, help="background loader workers (0 = in the training process)", min=0)
+    num_workers: int = field(0, help="batches a background thread keeps ready ahead of the training loop (0 = none)", min=0)
     verify: bool = field(False, help="check every training shard's sha256 against the manifest before training "
                                      "(reads the data once; sizes are always checked)")
 
@@ -83,9 +83,6 @@ class TrainConfig:
 
     def check(self) -> list[str]:
         out = []
-        if self.global_batch_size % self.micro_batch_size:
-            out.append(f"global_batch_size: {self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}; "
-                       f"use e.g. global_batch_size={self.micro_batch_size * max(1, self.global_batch_size // self.micro_batch_size)}")
         if self.offload_params and self.zero_stage != 3:
             out.append("offload_params: parameter offload needs zero_stage 3; set train.zero_stage=3 or offload_params=false")
         if self.offload_optimizer and self.zero_stage == 0:
@@ -156,30 +153,8 @@ class FinetuneConfig:
 class EvalConfig:
     perplexity: bool = field(True, help="perplexity per source on the held-out shards")
     batches: int = field(16, help="micro-batches per source for perplexity", min=1)
-    tasks: list[str] = field(default_factory=list, help="downstream tasks (e.g. sentiment)")
+    tasks: list[str] = field(default_factory=list, help="what `llmtrain eval` runs when --tasks is not given: perplexity, "
+                                                        "samples, classification, sft (empty = all that apply)")
     prompts: list[str] = field(default_factory=list, help="prompts to generate samples for")
     max_new_tokens: int = field(64, help="tokens to generate per prompt", min=1)
     lm_eval_tasks: list[str] = field(default_factory=list, help="lm-eval-harness tasks from configs/eval/ to run via HF export")
-
-
-@dataclass
-class RunConfig:
-    model: ModelSection = field(default_factory=ModelSection, help="the transformer and how it runs")
-    data: TrainDataConfig = field(default_factory=TrainDataConfig, help="what to train on")
-    train: TrainConfig = field(default_factory=TrainConfig, help="batching, precision, ZeRO")
-    optim: OptimConfig = field(default_factory=OptimConfig, help="AdamW and the LR schedule")
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, help="saving and resuming")
-    logging: LoggingConfig = field(default_factory=LoggingConfig, help="metrics and plots")
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig, help="fine-tuning objective and data")
-    eval: EvalConfig = field(default_factory=EvalConfig, help="evaluations")
-    deepspeed: dict[str, Any] = field(default_factory=dict, help="raw DeepSpeed keys merged over the generated config")
-    tokenizer: str | None = field(None, help="tokenizer directory (null = the data config's tokenizer)")
-
-    def check(self) -> list[str]:
-        out = []
-        if self.train.seq_len > self.model.max_seq_len:
-            out.append(f"train.seq_len: {self.train.seq_len} is above model.max_seq_len {self.model.max_seq_len}; "
-                       f"lower train.seq_len or raise model.max_seq_len")
-        if self.train.precision == "fp16" and self.train.device == "cpu":
-            out.append("train.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
-        return out

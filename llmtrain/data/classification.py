@@ -46,6 +46,7 @@ def encode_classification(records: Sequence[dict[str, Any]], tokenizer: TextToke
         if text_field not in r or label_field not in r:
             raise DataError(f"record {n} has fields {sorted(r)}; expected {text_field!r} and {label_field!r} "
                             f"(set finetune.text_field / finetune.label_field)")
-        ids = [tokenizer.bos_id] + tokenizer.encode(str(r[text_field]))[: seq_len - 2] + [tokenizer.eos_id]
+        bos = tokenizer.bos_prefix
+        ids = bos + tokenizer.encode(str(r[text_field]))[: seq_len - 1 - len(bos)] + [tokenizer.eos_id]
         out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * len(ids), "class_label": label_index(r[label_field], names)})
     return out

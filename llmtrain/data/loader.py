@@ -10,13 +10,13 @@ with fine-tuning: the global batches do not depend on the data-parallel size, an
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from llmtrain.config.data import DataConfig, load_data_config
+from llmtrain.data.doc_index import Tables, epoch_tables, shared_tables, tables_key
 from llmtrain.data.mixture import BlendIndex
 from llmtrain.data.sampler import GlobalBatchSampler
 from llmtrain.data.shards import Manifest, ShardInfo, ShardReader, read_manifest
@@ -24,37 +24,48 @@ from llmtrain.errors import DataError
 
 
 class SourceStream:
-    """One source's documents of one split as a packed token stream cut into ``seq_len + 1`` windows."""
+    """One source's documents of one split as a packed token stream cut into ``seq_len + 1`` windows.
+
+    Per-rank memory is O(shards): documents are found through the shards' memory-mapped ``.idx``
+    offsets, and the per-epoch order tables are memory-mapped from ``<prepared dir>/index/``
+    (:mod:`llmtrain.data.doc_index`), built once by whichever process needs them first.
+    """
 
     def __init__(self, root: Path, shards: list[ShardInfo], name: str, seq_len: int, seed: int, *,
                  shuffle: bool, verify: bool = False):
-        self.name, self.seq_len, self.seed, self.shuffle = name, seq_len, seed, shuffle
+        self.root, self.name, self.seq_len, self.seed, self.shuffle = Path(root), name, seq_len, seed, shuffle
         self.readers = [ShardReader(root, s, verify=verify) for s in shards]
-        lengths = [r.document_lengths() for r in self.readers]
-        self.doc_len = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
-        self.doc_shard = np.concatenate([np.full(len(x), i, dtype=np.int32) for i, x in enumerate(lengths)]) \
-            if lengths else np.zeros(0, dtype=np.int32)
-        self.doc_start = np.concatenate([np.asarray(r.offsets[:-1]) for r in self.readers]) \
-            if lengths else np.zeros(0, dtype=np.int64)
-        self.tokens = int(self.doc_len.sum())
+        docs = [len(r.offsets) - 1 for r in self.readers]
+        self.first_doc = np.zeros(len(docs) + 1, dtype=np.int64)  # global number of each shard's first document
+        np.cumsum(docs, out=self.first_doc[1:])
+        self.documents = int(self.first_doc[-1])
+        self.tokens = sum(int(r.offsets[-1]) - int(r.offsets[0]) for r, n in zip(self.readers, docs, strict=True) if n)
         self.samples_per_epoch = max(0, (self.tokens - 1) // seq_len)
-        self._epochs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        split = shards[0].split if shards else "none"
+        self.key = tables_key([(s.file, s.sha256, s.documents) for s in shards], name=name, split=split, seed=seed,
+                              seq_len=seq_len, shuffle=shuffle)
+        self._epochs: dict[int, Tables] = {}
 
-    def _epoch(self, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _build(self, e: int) -> Tables:
+        lengths = [np.diff(np.asarray(r.offsets)) for r in self.readers]
+        doc_len = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+        return epoch_tables(doc_len, self.samples_per_epoch, seed=self.seed, name=self.name, epoch=e,
+                            shuffle=self.shuffle)
+
+    def _epoch(self, e: int) -> Tables:
         if e not in self._epochs:
-            n = len(self.doc_len)
-            if self.shuffle:
-                rng = np.random.default_rng([self.seed, zlib.crc32(self.name.encode()), e])
-                doc_order = rng.permutation(n)
-                sample_order = rng.permutation(self.samples_per_epoch)
-            else:
-                doc_order, sample_order = np.arange(n), np.arange(self.samples_per_epoch)
-            cum = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(self.doc_len[doc_order], out=cum[1:])
             if len(self._epochs) >= 2:  # a blend touches at most the current and next epoch of a source
                 self._epochs.pop(min(self._epochs))
-            self._epochs[e] = (doc_order, cum, sample_order)
+            self._epochs[e] = shared_tables(self.root, self.key, e, lambda: self._build(e))
         return self._epochs[e]
+
+    def _document(self, g: int) -> tuple[ShardReader, int, int]:
+        """Shard reader, start offset and length of global document ``g``."""
+        s = int(np.searchsorted(self.first_doc, g, side="right")) - 1
+        offsets = self.readers[s].offsets
+        local = g - int(self.first_doc[s])
+        start = int(offsets[local])
+        return self.readers[s], start, int(offsets[local + 1]) - start
 
     def window(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens and per-token document index (from 0) of the source's k-th sample."""
@@ -62,18 +73,18 @@ class SourceStream:
             raise DataError(f"source {self.name} has {self.tokens} tokens, fewer than seq_len + 1 = "
                             f"{self.seq_len + 1}; lower seq_len, give it more data or set its weight to 0")
         epoch, j = divmod(int(k), self.samples_per_epoch)
-        doc_order, cum, sample_order = self._epoch(epoch)
-        pos, need = int(sample_order[j]) * self.seq_len, self.seq_len + 1
+        t = self._epoch(epoch)
+        doc_order, cum = t["doc_order"], t["cum"]
+        pos, need = int(t["sample_order"][j]) * self.seq_len, self.seq_len + 1
         d = int(np.searchsorted(cum, pos, side="right")) - 1
         toks = np.empty(need, dtype=np.int64)
         ids = np.empty(need, dtype=np.int64)
         filled, doc = 0, 0
         while filled < need:
-            g = int(doc_order[d])
+            reader, start, length = self._document(int(doc_order[d]))
             offset = pos - int(cum[d]) if filled == 0 else 0
-            take = min(int(self.doc_len[g]) - offset, need - filled)
-            start = int(self.doc_start[g]) + offset
-            toks[filled: filled + take] = self.readers[self.doc_shard[g]].tokens[start: start + take]
+            take = min(length - offset, need - filled)
+            toks[filled: filled + take] = reader.tokens[start + offset: start + offset + take]
             ids[filled: filled + take] = doc
             filled, doc, d = filled + take, doc + 1, d + 1
         return toks, ids
@@ -99,8 +110,13 @@ def tokenizer_dir_of(cfg: DataConfig, manifest: Manifest) -> str:
     absolute path recorded at prepare time."""
     from llmtrain.data.tokenizer import is_tokenizer_dir, load_tokenizer
 
-    if (cfg.tokenizer is not None and is_tokenizer_dir(cfg.tokenizer.path)
-            and load_tokenizer(cfg.tokenizer.path).fingerprint == manifest.tokenizer_fingerprint):
+    if cfg.tokenizer is not None and is_tokenizer_dir(cfg.tokenizer.path):
+        named = load_tokenizer(cfg.tokenizer.path).fingerprint
+        if named != manifest.tokenizer_fingerprint:  # never train on one tokenizer and save another
+            raise DataError(f"the data config names tokenizer {cfg.tokenizer.path} (fingerprint {named[:12]}) but its "
+                            f"shards in {cfg.output_path} were made with {manifest.tokenizer_fingerprint[:12]} "
+                            f"({manifest.tokenizer_dir}); point tokenizer.path at that tokenizer, or re-run "
+                            f"`llmtrain prepare --config <data config> --overwrite` with this one")
         return str(Path(cfg.tokenizer.path).resolve())
     return manifest.tokenizer_dir
 

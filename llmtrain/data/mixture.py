@@ -1,22 +1,31 @@
 """Mixtures: how many tokens each source contributes (planning) and which source each sample comes from.
 
 :class:`BlendIndex` maps a global sample index to (source, sample within source) as a pure function
-of the weights, with O(1) random access and no precomputed table. Source ``i``'s ``k``-th sample is
-due at time ``(2k+1) / (2 w_i)``; global samples are these events in time order (ties by source
-order). This is sequential Sainte-Laguë apportionment: after any prefix of N samples every source
-has had within about one sample of ``w_i * N`` - the same goal as Megatron's greedy blending, but
-computed exactly in integers from any starting position, which resume and data parallelism need.
+of the weights. Source ``i``'s ``k``-th sample is due at time ``(2k+1) / (2 w_i)``; global samples
+are these events in time order (ties by source order). This is sequential Sainte-Laguë
+apportionment: after any prefix of N samples every source has had within about one sample of
+``w_i * N`` - the same goal as Megatron's greedy blending, but computed exactly in integers from any
+starting position, which resume and data parallelism need.
+
+Lookup cost is independent of the position: the number of source-``i`` events before time ``p / W``
+(``W`` = sum of weights) is one integer division, and these counts sum to within ``S/2`` of ``p``
+(``S`` sources). So the events of positions ``[a, b)`` are among those with times in
+``[(a - S) / W, (b + S) / W)``: about ``b - a + 3S`` candidates, ordered exactly (a float sort
+checked pair by pair with integer cross-multiplication). Lookups are served from cached blocks of
+at least ``32 S`` positions, so the ``O(S)`` set-up is amortised to O(1) per sample.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cmp_to_key
 
 import numpy as np
 
 from llmtrain.errors import DataError
 
 WEIGHT_SCALE = 1 << 20  # weights become integers so that event order is exact
+MAX_POSITION = (1 << 62) // (2 * (WEIGHT_SCALE + 4096))  # int64 room for 2 * position * weight (~2.2e12)
 
 
 def integer_weights(weights: list[float]) -> np.ndarray:
@@ -31,64 +40,85 @@ def integer_weights(weights: list[float]) -> np.ndarray:
 class BlendIndex:
     """Deterministic interleaving of sources in proportion to their weights."""
 
-    def __init__(self, weights: list[float]):
+    def __init__(self, weights: list[float], *, block: int | None = None):
         self.w = integer_weights(weights)
+        if len(self.w) > 4096:
+            raise DataError(f"a mixture of {len(self.w)} sources is more than the 4096 the blend index supports; "
+                            "merge small sources into one before training")
         self.active = np.flatnonzero(self.w > 0)
+        self._wa = self.w[self.active]
+        self._W = int(self.w.sum())
+        self.block = block or max(4096, 32 * len(self.active))
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _rank(self, i: int, k: np.ndarray) -> np.ndarray:
-        """Global position of source i's k-th sample: k plus the events of other sources before it."""
-        k = np.asarray(k, dtype=np.int64)
-        rank = k.copy()
-        for j in self.active:
-            if j == i:
-                continue
-            x = (2 * k + 1) * self.w[j]  # (j,m) precedes (i,k) iff (2m+1) * w_i < (2k+1) * w_j
-            # events (j,m) with (2m+1) * w_i < x, or <= x when j comes first (ties by source order)
-            q = (x - 1) // self.w[i] if j > i else x // self.w[i]
-            rank += (q + 1) // 2
-        return rank
+    def _before(self, p: int) -> np.ndarray:
+        """Per active source: its events with time < p / W, i.e. k with (2k+1) W < 2 p w_i."""
+        return (2 * p * self._wa - 1 - self._W) // (2 * self._W) + 1
 
-    def _first_at_or_after(self, i: int, position: int) -> int:
-        lo, hi = 0, int(position * self.w[i] // self.w.sum()) + 2
-        while self._rank(i, np.asarray([hi]))[0] < position:
-            hi *= 2
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._rank(i, np.asarray([mid]))[0] < position:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+    def _events(self, start: int, stop: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """(m, sources, samples): every event at global positions m .. with m <= start, in exact order,
+        reaching at least position ``stop``."""
+        if stop > MAX_POSITION:
+            raise DataError(f"blend position {stop} is beyond the {MAX_POSITION:.3g} samples the blend index "
+                            "can address exactly")
+        n_src = len(self.active)
+        p0 = max(0, start - n_src)
+        lo, hi = self._before(p0), self._before(stop + n_src)
+        num = hi - lo
+        total = int(num.sum())
+        idx = np.repeat(np.arange(n_src), num)
+        k = np.repeat(lo - (np.cumsum(num) - num), num) + np.arange(total, dtype=np.int64)
+        wk = self._wa[idx]
+        # event time minus p0 / W, times 2 W w_i: an exact, small non-negative integer
+        numer = (2 * k + 1) * self._W - 2 * p0 * wk
+        order = np.lexsort((idx, numer / wk))
+        a, b = order[:-1], order[1:]
+        left, right = numer[a] * wk[b], numer[b] * wk[a]  # a before b iff t_a < t_b, or equal and i_a < i_b
+        if ((left > right) | ((left == right) & (idx[a] > idx[b]))).any():
+            order = _exact_order(numer, wk, idx)  # a float rounding put two near-equal times out of order
+        return int(lo.sum()), self.active[idx[order]], k[order]
+
+    def _block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        if b not in self._blocks:
+            start = b * self.block
+            m, src, k = self._events(start, start + self.block)
+            if len(self._blocks) >= 2:  # lookups of one step touch at most two neighbouring blocks
+                self._blocks.pop(min(self._blocks))
+            self._blocks[b] = (src[start - m: start - m + self.block], k[start - m: start - m + self.block])
+        return self._blocks[b]
 
     def lookup(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(source, sample-in-source) of global samples ``start .. start+count-1``."""
-        end = start + count
-        sources, samples, ranks = [], [], []
-        for i in self.active:
-            k0 = self._first_at_or_after(int(i), start)
-            n = int(count * self.w[i] // self.w.sum()) + 2
-            while True:
-                ks = np.arange(k0, k0 + n, dtype=np.int64)
-                r = self._rank(int(i), ks)
-                if r[-1] >= end:
-                    break
-                n *= 2
-            sel = r < end
-            sources.append(np.full(int(sel.sum()), i, dtype=np.int64))
-            samples.append(ks[sel])
-            ranks.append(r[sel])
-        r = np.concatenate(ranks)
-        order = np.argsort(r, kind="stable")
-        if len(r) != count or (r[order] != np.arange(start, end)).any():
-            raise AssertionError("blend index is not a bijection; please report this bug")
-        return np.concatenate(sources)[order], np.concatenate(samples)[order]
+        if start < 0 or count < 0:
+            raise ValueError(f"blend lookup needs start >= 0 and count >= 0, got {start}, {count}")
+        if count > self.block:
+            m, src, k = self._events(start, start + count)
+            return src[start - m: start - m + count], k[start - m: start - m + count]
+        parts = []
+        for b in range(start // self.block, (start + count - 1) // self.block + 1 if count else start // self.block):
+            src, k = self._block(b)
+            lo, hi = max(start - b * self.block, 0), min(start + count - b * self.block, self.block)
+            parts.append((src[lo:hi], k[lo:hi]))
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def counts(self, n: int) -> np.ndarray:
         """Samples drawn from each source among the first n."""
+        m, src, _ = self._events(n, n)
         out = np.zeros(len(self.w), dtype=np.int64)
-        for i in self.active:
-            out[i] = self._first_at_or_after(int(i), n)
+        out[self.active] = self._before(max(0, n - len(self.active)))
+        np.add.at(out, src[: n - m], 1)
         return out
+
+
+def _exact_order(numer: np.ndarray, wk: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The order of events by exact time (integer cross-multiplication), ties by source."""
+    def cmp(a: int, b: int) -> int:
+        left, right = int(numer[a]) * int(wk[b]), int(numer[b]) * int(wk[a])
+        return -1 if left < right else 1 if left > right else int(idx[a]) - int(idx[b])
+
+    return np.asarray(sorted(range(len(numer)), key=cmp_to_key(cmp)), dtype=np.int64)
 
 
 @dataclass

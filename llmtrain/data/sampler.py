@@ -13,24 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmtrain.config.base import ConfigError
+from llmtrain.config.validate import micro_steps_per_step
 from llmtrain.errors import DataError
-
-
-def micro_steps_per_step(global_batch_size: int, micro_batch_size: int, dp_size: int) -> int:
-    """Micro batches per rank per optimizer step (= gradient accumulation steps).
-
-    Raises ConfigError naming the nearest valid global batches when ``micro x dp`` does not divide
-    the global batch: the one statement of the batch arithmetic rule.
-    """
-    per_step = micro_batch_size * dp_size
-    if global_batch_size % per_step:
-        lo = max(per_step, global_batch_size // per_step * per_step)
-        raise ConfigError([
-            f"train.global_batch_size: {global_batch_size} is not divisible by micro_batch_size x data-parallel "
-            f"ranks = {micro_batch_size} x {dp_size} = {per_step}; use train.global_batch_size={lo} or "
-            f"{lo + per_step}, or change train.micro_batch_size / the number of processes"])
-    return global_batch_size // per_step
 
 
 class GlobalBatchSampler:

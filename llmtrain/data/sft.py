@@ -29,6 +29,11 @@ class TextTokenizer(Protocol):
     eos_id: int
     pad_id: int
 
+    @property
+    def bos_prefix(self) -> list[int]:
+        """``[bos_id]``, or ``[]`` for a tokenizer whose sequences start without BOS (Qwen)."""
+        ...
+
     def encode(self, text: str) -> list[int]: ...
 
 
@@ -67,17 +72,20 @@ def encode_example(tokenizer: TextTokenizer, prompt: str, response: str, seq_len
     Too-long examples keep the response (up to half the window, longer if the prompt is short) and
     the end of the prompt, which is the part nearest the answer.
     """
-    p = [tokenizer.bos_id] + tokenizer.encode(prompt)
+    bos = tokenizer.bos_prefix
+    p = bos + tokenizer.encode(prompt)
     r = tokenizer.encode(response) + [tokenizer.eos_id]
     budget = seq_len + 1
     if len(p) + len(r) > budget:
         r = r[: max(budget - len(p), budget // 2)]
-        p = [tokenizer.bos_id] + p[1:][-(budget - len(r) - 1):] if budget - len(r) > 1 else p[:1]
+        keep = budget - len(r) - len(bos)
+        p = bos + (p[len(bos):][-keep:] if keep > 0 else [])
         r = r[: budget - len(p)]
-    if not r:
+    if not r or len(p) + len(r) < 2:
         return None
     seq = p + r
-    labels = [IGNORE_INDEX] * (len(p) - 1) + r
+    # without BOS and prompt, the first response token is context only (nothing before it predicts it)
+    labels = [IGNORE_INDEX] * (len(p) - 1) + r if p else r[1:]
     return {"input_ids": seq[:-1], "labels": labels}
 
 

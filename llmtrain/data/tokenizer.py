@@ -4,6 +4,12 @@ Our directories (written by ``llmtrain tokenizer train``) hold ``tokenizer.model
 ``tokenizer.json`` for Hugging Face and ``llmtrain_tokenizer.json``; we encode with SentencePiece
 itself (the reference). Any other directory is loaded with ``AutoTokenizer.from_pretrained``.
 The fingerprint (sha256 of the model file) is what manifests and checkpoints record.
+
+BOS policy (one rule for pretraining shards, SFT, classification, generation and the export):
+every sequence starts with :attr:`Tokenizer.bos_prefix`. Our SentencePiece tokenizers prepend BOS.
+A Hugging Face tokenizer keeps its own default: BOS when ``tokenizer("x")`` starts with it
+(Llama, Mistral), nothing when it has no BOS token (Qwen) or does not add it (GPT-2, SmolLM),
+so a model fine-tuned here sees exactly what ``AutoTokenizer`` gives its users.
 """
 
 from __future__ import annotations
@@ -18,8 +24,26 @@ from llmtrain.errors import DataError
 
 META_FILE = "llmtrain_tokenizer.json"
 SP_MODEL = "tokenizer.model"
-HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-            "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json", "chat_template.jinja", META_FILE)
+# What travels with a tokenizer (checkpoints' tokenizer/, import-hf, exports): the tokenizer itself,
+# its chat template and the base model's generation_config.json (the end-of-turn ids and decoding
+# defaults that belong with this vocabulary). Never weights or a model's config.json.
+_TOKENIZER_PREFIXES = ("tokenizer", "special_tokens_map", "added_tokens", "chat_template", "vocab", "merges",
+                       "generation_config")
+_TOKENIZER_SUFFIXES = (".model", ".tiktoken")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx")
+_BOS_PROBE = "a"
+
+
+def tokenizer_files(directory: str | Path) -> list[Path]:
+    """The files of ``directory`` that belong to its tokenizer (a HF model directory also holds weights)."""
+    out = []
+    for f in sorted(Path(directory).iterdir()):
+        name = f.name
+        if not f.is_file() or name.endswith(_WEIGHT_SUFFIXES) or ".safetensors" in name:
+            continue
+        if name == META_FILE or name.startswith(_TOKENIZER_PREFIXES) or name.endswith(_TOKENIZER_SUFFIXES):
+            out.append(f)
+    return out
 
 
 def fingerprint_files(paths: list[Path]) -> str:
@@ -44,6 +68,16 @@ class Tokenizer:
             self.bos_id = hf.bos_token_id if hf.bos_token_id is not None else -1
             self.eos_id = hf.eos_token_id if hf.eos_token_id is not None else -1
             self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else self.eos_id
+        self.add_bos = self.bos_id >= 0 and (kind == "sentencepiece" or _hf_adds_bos(backend, self.bos_id))
+
+    @property
+    def bos_prefix(self) -> list[int]:
+        """``[bos_id]`` when sequences start with BOS under this tokenizer's policy, else ``[]``."""
+        return [self.bos_id] if self.add_bos else []
+
+    def encode_sequence(self, text: str) -> list[int]:
+        """``text`` as the start of a sequence: what training saw and the export's tokenizer gives by default."""
+        return self.bos_prefix + self.encode(text)
 
     def encode(self, text: str) -> list[int]:
         if self.kind == "sentencepiece":
@@ -74,13 +108,18 @@ class Tokenizer:
         out.mkdir(parents=True, exist_ok=True)
         if out.resolve() == self.directory.resolve():
             return out
-        for name in HF_FILES:
-            if (self.directory / name).is_file():
-                shutil.copy2(self.directory / name, out / name)
+        for f in tokenizer_files(self.directory):
+            shutil.copy2(f, out / f.name)
         return out
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.directory}, {self.kind}, vocab={self.vocab_size}, fp={self.fingerprint[:12]})"
+
+
+def _hf_adds_bos(hf: Any, bos_id: int) -> bool:
+    """Whether a Hugging Face tokenizer's default encoding (``add_special_tokens=True``) starts with BOS."""
+    with_special = hf.encode(_BOS_PROBE)
+    return bool(with_special) and with_special[0] == bos_id and hf.encode(_BOS_PROBE, add_special_tokens=False)[:1] != [bos_id]
 
 
 def is_tokenizer_dir(path: str | Path) -> bool:

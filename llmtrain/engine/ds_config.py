@@ -11,20 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from llmtrain.config.base import ConfigError
-from llmtrain.config.schema import RunConfig
-
-
-def grad_accumulation_steps(global_batch: int, micro_batch: int, dp_size: int) -> int:
-    """Accumulation steps so that micro x accumulation x dp == global; ConfigError otherwise."""
-    per_step = micro_batch * dp_size
-    if global_batch % per_step:
-        lo = max(per_step, global_batch // per_step * per_step)
-        raise ConfigError([
-            f"train.global_batch_size: {global_batch} is not divisible by micro_batch_size x data-parallel ranks "
-            f"= {micro_batch} x {dp_size} = {per_step}; use train.global_batch_size={lo} or {lo + per_step}, "
-            f"or change train.micro_batch_size / the number of processes"])
-    return global_batch // per_step
+from llmtrain.config.roots import RunConfig
+from llmtrain.config.validate import micro_steps_per_step
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +25,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def build_ds_config(cfg: RunConfig, dp_size: int, *, on_gpu: bool) -> dict[str, Any]:
     """The DeepSpeed config for ``cfg`` on ``dp_size`` data-parallel ranks."""
     t = cfg.train
-    gas = grad_accumulation_steps(t.global_batch_size, t.micro_batch_size, dp_size)
+    gas = micro_steps_per_step(t.global_batch_size, t.micro_batch_size, dp_size)
     zero: dict[str, Any] = {"stage": t.zero_stage}
     if t.zero_stage >= 1:
         zero.update({"contiguous_gradients": True, "overlap_comm": on_gpu,

@@ -84,9 +84,8 @@ def format_prompt(prompt: str, chat_template: str | None) -> str:
 
 def generate_text(model: nn.Module, tokenizer, prompt: str, cfg: SamplingConfig, *,
                   chat_template: str | None = None) -> str:
-    """Decode the continuation of ``prompt`` (BOS prepended, EOS stripped)."""
-    ids = [tokenizer.bos_id] if tokenizer.bos_id is not None and tokenizer.bos_id >= 0 else []
-    ids += tokenizer.encode(format_prompt(prompt, chat_template))
+    """Decode the continuation of ``prompt`` (BOS prepended as in training, if the tokenizer has one; EOS stripped)."""
+    ids = tokenizer.encode_sequence(format_prompt(prompt, chat_template))
     new = generate_ids(model, ids, cfg, eos_id=tokenizer.eos_id if tokenizer.eos_id >= 0 else None)
     if new and new[-1] == tokenizer.eos_id:
         new = new[:-1]

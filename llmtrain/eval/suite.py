@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from llmtrain import objectives
-from llmtrain.config.schema import RunConfig
+from llmtrain.config.roots import EvalRunConfig
 from llmtrain.eval.generate import SamplingConfig, generate_text
 from llmtrain.eval.perplexity import perplexity_per_source
 from llmtrain.eval.report import write_report
@@ -29,7 +29,7 @@ def _data_sources(data_config: str) -> list[str]:
     return list(info.get("sources") or info.get("source_names") or [])
 
 
-def objective_name(loaded: LoadedModel, cfg: RunConfig) -> str:
+def objective_name(loaded: LoadedModel, cfg: EvalRunConfig) -> str:
     """The objective whose metrics to report: a classifier's head says so; otherwise ``finetune.task``.
 
     A checkpoint's own config (the default for ``llmtrain eval``) carries the task it was trained
@@ -38,7 +38,7 @@ def objective_name(loaded: LoadedModel, cfg: RunConfig) -> str:
     return str(loaded.head.get("task") or "classification") if loaded.classifier is not None else cfg.finetune.task
 
 
-def run_evaluation(loaded: LoadedModel, cfg: RunConfig, out_dir: str | Path, *, device: torch.device | str = "cpu",
+def run_evaluation(loaded: LoadedModel, cfg: EvalRunConfig, out_dir: str | Path, *, device: torch.device | str = "cpu",
                    lm_eval_tasks: list[str] | None = None, lm_eval_limit: int | None = None,
                    sources: list[str] | None = None, plots: bool = True) -> dict[str, Any]:
     """Run the evaluations ``cfg.eval`` / ``cfg.finetune`` ask for and write eval.json + eval.md (+ PNGs).
@@ -78,7 +78,7 @@ def export_backbone(loaded: LoadedModel, out_dir: str | Path) -> Path:
 
     sd = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith("rope.")}
     tok_dir = loaded.tokenizer.directory if loaded.tokenizer is not None else None
-    out = export_hf(sd, loaded.config, out_dir, tokenizer_dir=tok_dir)
+    out = export_hf(sd, loaded.config, out_dir, tokenizer_dir=tok_dir, source_config=loaded.hf_config)
     if loaded.chat_template:
         write_chat_template(out, loaded.chat_template)
     return out

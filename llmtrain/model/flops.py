@@ -9,7 +9,8 @@ projection (vocab x dim, counted even when tied, since the logits matmul runs ei
 input embedding (a lookup). 6 = 2 (multiply-add) x 3 (forward + backward of both inputs and weights).
 The second term is attention's QK^T and AV over a context of T tokens, L layers, H heads of dim Q,
 counted for the full T x T square as PaLM does (causal masking halves the useful work; the convention
-keeps MFU comparable with published figures).
+keeps MFU comparable with published figures). With a sliding window W < T each query meets at most W
+keys, so the context term uses min(T, W). Head widths come from ``cfg.head_size`` (``head_dim`` when set).
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ from llmtrain.model.config import ModelConfig
 
 
 def block_params(cfg: ModelConfig) -> int:
-    """Parameters of one transformer block: attention, SwiGLU MLP and the two norms."""
-    q_out = cfg.n_heads * cfg.head_dim
-    kv_out = cfg.kv_heads * cfg.head_dim
+    """Parameters of one transformer block: attention (with q/k/v biases and q/k norms when enabled),
+    SwiGLU MLP and the two norms."""
+    q_out = cfg.n_heads * cfg.head_size
+    kv_out = cfg.kv_heads * cfg.head_size
     attn = cfg.dim * q_out + 2 * cfg.dim * kv_out + q_out * cfg.dim
+    if cfg.qkv_bias:
+        attn += q_out + 2 * kv_out
+    if cfg.qk_norm:
+        attn += 2 * cfg.head_size
     mlp = 3 * cfg.dim * cfg.hidden_dim
     return attn + mlp + 2 * cfg.dim
 
@@ -42,7 +48,8 @@ def num_params(cfg: ModelConfig, include_embeddings: bool = True) -> int:
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """Training FLOPs (forward + backward) per token at context ``seq_len``: 6N + 12 L H Q T."""
     matmul_params = num_params(cfg, include_embeddings=False) + cfg.vocab_size * cfg.dim
-    attn = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+    context = min(seq_len, cfg.sliding_window) if cfg.sliding_window else seq_len
+    attn = 12 * cfg.n_layers * cfg.n_heads * cfg.head_size * context
     return float(6 * matmul_params + attn)
 
 

@@ -24,7 +24,7 @@ class KVCache:
     def for_model(cls, cfg, batch_size: int, max_len: int | None = None,
                   dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> KVCache:
         """A cache shaped for ``cfg`` (a ModelConfig); ``max_len`` defaults to ``cfg.max_seq_len``."""
-        return cls(batch_size, max_len or cfg.max_seq_len, cfg.n_layers, cfg.kv_heads, cfg.head_dim, dtype, device)
+        return cls(batch_size, max_len or cfg.max_seq_len, cfg.n_layers, cfg.kv_heads, cfg.head_size, dtype, device)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``k``/``v`` [B, T, Hkv, D] after the cached ones; return all keys/values so far."""

@@ -1,7 +1,8 @@
 """The pieces of a Llama block: RMSNorm, grouped-query self-attention with RoPE, SwiGLU MLP.
 
 Names follow Meta's Llama / torchtitan (``wq wk wv wo``, ``w1 w2 w3``) so that checkpoints convert
-to Hugging Face by renaming only. No biases anywhere.
+to Hugging Face by renaming only. No biases, except on wq/wk/wv when ``qkv_bias`` is set (Qwen2);
+``qk_norm`` adds per-head RMSNorms ``q_norm``/``k_norm`` (Qwen3).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from llmtrain.model.attention import DocumentLayout, attention
+from llmtrain.model.config import ModelConfig
 from llmtrain.model.kv_cache import KVCache
 from llmtrain.model.rope import apply_rotary
 
@@ -45,16 +47,24 @@ class FeedForward(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head / grouped-query self-attention; the kernel is picked per call (``backend``)."""
+    """Multi-head / grouped-query self-attention; the kernel is picked per call (``backend``).
 
-    def __init__(self, dim: int, n_heads: int, n_kv_heads: int):
+    With ``qk_norm`` each head of q and k is RMS-normalised (one weight of ``head_size`` shared by
+    the heads) after the projection and before RoPE, as Qwen3 does. ``sliding_window`` is passed to
+    the kernel on every call.
+    """
+
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
-        self.head_dim = dim // n_heads
-        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
-        self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
-        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+        dim, bias = cfg.dim, cfg.qkv_bias
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_size
+        self.window = cfg.sliding_window
+        self.wq = nn.Linear(dim, self.n_heads * self.head_dim, bias=bias)
+        self.wk = nn.Linear(dim, self.n_kv_heads * self.head_dim, bias=bias)
+        self.wv = nn.Linear(dim, self.n_kv_heads * self.head_dim, bias=bias)
+        self.wo = nn.Linear(self.n_heads * self.head_dim, dim, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, backend: str,
                 layout: DocumentLayout | None = None, kv_cache: KVCache | None = None,
@@ -63,8 +73,10 @@ class Attention(nn.Module):
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(layer_idx, k, v)
-        out = attention(q, k, v, backend=backend, causal=True, layout=layout)
+        out = attention(q, k, v, backend=backend, causal=True, layout=layout, window=self.window)
         return self.wo(out.reshape(B, T, self.n_heads * self.head_dim))

@@ -7,25 +7,54 @@ The two halves of each head are rotated as pairs ``(x[i], x[i + D/2])`` rather t
 The cos/sin table is kept out of the state dict and out of ``module.to(dtype)`` on purpose: engines
 such as DeepSpeed cast every floating buffer to bf16, which would make positions beyond a few
 hundred collide. The table is built in fp32 per device and rotation happens in fp32.
+
+``rope_scaling`` (:class:`~llmtrain.model.config.RopeScaling`) rescales the frequencies with the same
+fp32 expressions as transformers' ``linear`` and ``llama3`` initialisers, so imported Llama 3.1/3.2
+models give HF's angles bit for bit.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from llmtrain.model.config import RopeScaling
 
-def inverse_frequencies(head_dim: int, theta: float) -> torch.Tensor:
-    """``1 / theta^(2i/D)`` in fp32, computed on CPU with the exact expression HF uses."""
-    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+
+def inverse_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None = None) -> torch.Tensor:
+    """``1 / theta^(2i/D)`` in fp32 (then scaled), computed on CPU with the exact expressions HF uses."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+    if scaling is None:
+        return inv_freq
+    if scaling.type == "linear":
+        return inv_freq / scaling.factor
+    if scaling.type == "llama3":
+        return _llama3(inv_freq, scaling)
+    raise ValueError(f"rope_scaling.type {scaling.type!r} is not one of linear, llama3")
+
+
+def _llama3(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
+    """Llama 3.1: long wavelengths divided by ``factor``, short ones kept, a smooth blend between."""
+    old_context = s.original_max_position_embeddings
+    low_freq_wavelen = old_context / s.low_freq_factor
+    high_freq_wavelen = old_context / s.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq)
+    smooth = (old_context / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
 
 
 class RotaryEmbedding(torch.nn.Module):
     """Holds no parameters or buffers; gives (cos, sin) for integer positions."""
 
-    def __init__(self, head_dim: int, theta: float, max_seq_len: int):
+    def __init__(self, head_dim: int, theta: float, max_seq_len: int, scaling: RopeScaling | None = None):
         super().__init__()
         self.head_dim = head_dim
         self.theta = theta
+        self.scaling = scaling
         self.max_seq_len = max_seq_len
         self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -34,7 +63,7 @@ class RotaryEmbedding(torch.nn.Module):
         if cached is not None and cached[0].shape[0] >= needed:
             return cached
         length = max(self.max_seq_len, needed)
-        inv_freq = inverse_frequencies(self.head_dim, self.theta)
+        inv_freq = inverse_frequencies(self.head_dim, self.theta, self.scaling)
         # Elementwise products of fp32 values are exact-rounded, so gathering rows of this table gives
         # bit-for-bit the angles HF computes per call.
         freqs = torch.arange(length, dtype=torch.float)[:, None] * inv_freq[None, :]

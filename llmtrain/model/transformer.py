@@ -1,8 +1,9 @@
 """The decoder-only Llama-style Transformer.
 
 token embedding -> n_layers x [x + attn(norm(x)); x + mlp(norm(x))] -> norm -> output projection.
-RoPE (HF rotate_half layout), RMSNorm, SwiGLU, grouped-query attention, optional tied embeddings,
-no biases. The model knows nothing about parallelism or precision policy: DeepSpeed/autocast wrap it.
+RoPE (HF rotate_half layout, optionally scaled), RMSNorm, SwiGLU, grouped-query attention, optional
+tied embeddings, q/k/v biases, per-head q/k norms, an explicit head width and sliding-window attention
+(see ModelConfig). The model knows nothing about parallelism or precision policy: DeepSpeed/autocast wrap it.
 Speed switches (attention backend, activation checkpointing, compile) are set from outside by
 ``llmtrain.model.runtime.apply_runtime``; a plain ``Transformer(cfg)`` runs with auto/none/off.
 """
@@ -26,7 +27,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.checkpointed = False  # recompute in backward; set by llmtrain.model.runtime.apply_runtime
-        self.attention = Attention(cfg.dim, cfg.n_heads, cfg.kv_heads)
+        self.attention = Attention(cfg)
         self.feed_forward = FeedForward(cfg.dim, cfg.hidden_dim)
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -54,7 +55,7 @@ class Transformer(nn.Module):
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.max_seq_len)
+        self.rope = RotaryEmbedding(cfg.head_size, cfg.rope_theta, cfg.max_seq_len, cfg.rope_scaling)
         # run-time switches (see llmtrain.model.runtime.apply_runtime); the defaults need no set-up
         self.attention_backend = "auto"
         self.compile_blocks = False
@@ -64,8 +65,9 @@ class Transformer(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """N(0, init_std) for matrices, std / sqrt(2 n_layers) for the residual outputs wo and w2
-        (GPT-2's scaling keeps the residual stream's variance independent of depth), ones for norms.
-        Parameters are visited in a fixed order, so the result depends only on the torch seed."""
+        (GPT-2's scaling keeps the residual stream's variance independent of depth), ones for norms,
+        zeros for q/k/v biases. Parameters are visited in a fixed order, so the result depends only on
+        the torch seed (and a model without the optional parameters draws exactly what it always did)."""
         std = self.cfg.init_std
         out_std = std / math.sqrt(2 * self.cfg.n_layers)
         nn.init.normal_(self.tok_embeddings.weight, mean=0.0, std=std)
@@ -75,6 +77,12 @@ class Transformer(nn.Module):
                 nn.init.normal_(lin.weight, mean=0.0, std=std)
             for lin in (a.wo, f.w2):
                 nn.init.normal_(lin.weight, mean=0.0, std=out_std)
+            for lin in (a.wq, a.wk, a.wv):
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+            for norm in (a.q_norm, a.k_norm):
+                if norm is not None:
+                    norm.reset_parameters()
             layer.attention_norm.reset_parameters()
             layer.ffn_norm.reset_parameters()
         self.norm.reset_parameters()
@@ -101,17 +109,21 @@ class Transformer(nn.Module):
                 layer.compile()
             self._compiled = True
         backend = resolve_backend(self.attention_backend, tokens.device, self._compute_dtype())
-        layout = None
+        layout, window = None, self.cfg.sliding_window
         if doc_ids is not None:
             if kv_cache is not None:
                 raise ValueError("doc_ids and kv_cache cannot be combined; decode one document per row")
             positions = positions_from_doc_ids(doc_ids)
-            layout = build_layout(doc_ids, backend, head_dim=self.cfg.head_dim)
+            layout = build_layout(doc_ids, backend, head_dim=self.cfg.head_size, window=window)
             bound = T
         else:
             start = kv_cache.length if kv_cache is not None else 0
             positions = torch.arange(start, start + T, device=tokens.device).expand(B, T)
             bound = start + T
+            if window is not None and kv_cache is None and window < T and backend != "flash_attn":
+                # one window mask (or flex block mask) per forward instead of one per layer
+                one_doc = torch.zeros(B, T, dtype=torch.long, device=tokens.device)
+                layout = build_layout(one_doc, backend, head_dim=self.cfg.head_size, window=window)
         cos, sin = self.rope(positions, bound)
 
         h = self.tok_embeddings(tokens)

@@ -11,10 +11,15 @@
     model.safetensors         WEIGHTS: consolidated weights (tied output projection stored once)
     model.yaml                MODEL_YAML: the architecture (llmtrain.model.config.ModelConfig)
     head.json                 HEAD_FILE: a task head's settings ("task": "classification", labels, ...)
+    hf_config.json            HF_CONFIG_FILE: the config.json of the Hugging Face model the weights came
+                              from (import-hf, fine-tuning); export writes that family back
     chat_template.txt         CHAT_TEMPLATE_FILE: the SFT prompt template generation reuses
+    adapter.safetensors       ADAPTER_WEIGHTS: a LoRA run's unmerged lora_A/lora_B tensors (our names)
+    adapter.json              ADAPTER_SETTINGS: their rank, alpha, dropout, targets (export writes a PEFT adapter)
     tokenizer/                TOKENIZER_SUBDIR: the tokenizer the data was made with
 ```
-An llmtrain model directory (``llmtrain import-hf``) holds WEIGHTS, MODEL_YAML and TOKENIZER_SUBDIR.
+An llmtrain model directory (``llmtrain import-hf``) holds WEIGHTS, MODEL_YAML, HF_CONFIG_FILE and
+TOKENIZER_SUBDIR.
 A step directory counts only once ``latest`` names it (or a later step).
 """
 
@@ -36,6 +41,9 @@ STATE = "trainer_state.json"
 WEIGHTS = "model.safetensors"
 MODEL_YAML = "model.yaml"
 HEAD_FILE = "head.json"
+HF_CONFIG_FILE = "hf_config.json"
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_SETTINGS = "adapter.json"
 TOKENIZER_SUBDIR = "tokenizer"
 CONFIG_YAML = "config.yaml"
 DS_CONFIG = "ds_config.json"

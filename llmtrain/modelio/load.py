@@ -34,6 +34,7 @@ class LoadedModel:
     tokenizer: Any | None
     source: Path
     chat_template: str | None = None
+    hf_config: dict[str, Any] | None = None  # the Hugging Face config.json it came from (export writes that class)
     classifier: nn.Module | None = None
     head: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +82,7 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu", dtype: t
     from llmtrain.model.heads import SequenceClassifier
     from llmtrain.model.runtime import apply_runtime
     from llmtrain.model.transformer import Transformer
+    from llmtrain.modelio.hf.families import read_source_config
 
     p = Path(path)
     if not p.exists():
@@ -106,7 +108,8 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu", dtype: t
     if runtime is not None:
         apply_runtime(model, runtime)
     tokenizer = load_tokenizer(tok_dir) if tok_dir is not None and is_tokenizer_dir(tok_dir) else None
-    loaded = LoadedModel(model, cfg, tokenizer, p, chat_template=read_chat_template(meta_dir) or
+    loaded = LoadedModel(model, cfg, tokenizer, p, hf_config=read_source_config(meta_dir),
+                         chat_template=read_chat_template(meta_dir) or
                          (read_chat_template(tok_dir) if tok_dir else None))
     if classifier:
         num_labels = head_sd["weight"].shape[0]

@@ -1,4 +1,5 @@
-"""An llmtrain model directory: ``model.safetensors`` (our names) + ``model.yaml`` + ``tokenizer/``.
+"""An llmtrain model directory: ``model.safetensors`` (our names) + ``model.yaml`` + ``tokenizer/``
+(+ ``hf_config.json``, the config.json of the Hugging Face model it was imported from).
 
 It is the hand-off format for weights that did not come from a training run (``llmtrain import-hf``):
 fine-tuning, eval and generation can start from it like from a checkpoint's weights.
@@ -6,22 +7,26 @@ fine-tuning, eval and generation can start from it like from a checkpoint's weig
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from llmtrain.errors import CheckpointError
 from llmtrain.model.config import ModelConfig
-from llmtrain.modelio.layout import MODEL_YAML, TOKENIZER_SUBDIR, WEIGHTS, read_model_config
+from llmtrain.modelio.layout import HF_CONFIG_FILE, MODEL_YAML, TOKENIZER_SUBDIR, WEIGHTS, read_model_config
 from llmtrain.modelio.weights import load_weights, save_weights
 
 
 def save_model_dir(out_dir: str | Path, cfg: ModelConfig, state_dict: dict[str, torch.Tensor], *,
-                   tokenizer_files: list[Path] | None = None) -> Path:
-    """Write weights, architecture and tokenizer files."""
+                   tokenizer_files: list[Path] | None = None, hf_config: dict[str, Any] | None = None) -> Path:
+    """Write weights, architecture, tokenizer files and the source Hugging Face config (export reuses it)."""
     out = Path(out_dir)
     save_weights(state_dict, cfg, out)
+    if hf_config is not None:
+        (out / HF_CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n")
     if tokenizer_files:
         tok = out / TOKENIZER_SUBDIR
         tok.mkdir(exist_ok=True)

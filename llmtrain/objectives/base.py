@@ -26,7 +26,8 @@ from llmtrain.errors import UserError
 from llmtrain.training.task import Batch, TrainingTask
 
 if TYPE_CHECKING:
-    from llmtrain.config.schema import FinetuneConfig, RunConfig
+    from llmtrain.config.roots import EvalRunConfig, RunConfig
+    from llmtrain.config.schema import FinetuneConfig
     from llmtrain.distributed.env import DistEnv
     from llmtrain.modelio.load import LoadedModel
 
@@ -75,7 +76,7 @@ class Objective(ABC):
         """The in-training ``evaluate(model_or_engine) -> {"val/...": value}``; None = nothing to evaluate."""
         return None
 
-    def evaluate(self, loaded: LoadedModel, cfg: RunConfig, *, device: torch.device) -> dict[str, Any]:
+    def evaluate(self, loaded: LoadedModel, cfg: EvalRunConfig, *, device: torch.device) -> dict[str, Any]:
         """This objective's section(s) of the ``llmtrain eval`` report on a loaded model ({} = none)."""
         return {}
 

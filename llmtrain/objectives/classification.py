@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmtrain.config.schema import FinetuneConfig, RunConfig
+from llmtrain.config.roots import EvalRunConfig
+from llmtrain.config.schema import FinetuneConfig
 from llmtrain.data.classification import encode_classification, label_names
 from llmtrain.data.finetune_loader import eval_batches
 from llmtrain.data.finetune_sets import RT_LABELS, SPLITS, Records
@@ -77,7 +78,7 @@ class Classification(FinetuneObjective):
         m = evaluate_classifier(model, batches, device, len(names), names, reduce=reduce)
         return {k: v for k, v in m.items() if k in ("accuracy", "macro_f1")}
 
-    def evaluate(self, loaded: LoadedModel, cfg: RunConfig, *, device: torch.device) -> dict[str, Any]:
+    def evaluate(self, loaded: LoadedModel, cfg: EvalRunConfig, *, device: torch.device) -> dict[str, Any]:
         """Accuracy/F1 of the loaded classifier on the test split (else validation), beside the baselines."""
         if loaded.classifier is None:
             return {}

@@ -9,6 +9,7 @@ its loss and its held-out metrics (:meth:`metrics`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,19 @@ import torch
 from torch import nn
 
 from llmtrain.config.base import ConfigError
-from llmtrain.config.schema import FinetuneConfig, ModelSection, RunConfig
+from llmtrain.config.roots import EvalRunConfig, FinetuneRunConfig
+from llmtrain.config.schema import FinetuneConfig, ModelSection
 from llmtrain.data.finetune_loader import FinetuneBatchIterator, eval_batches
 from llmtrain.data.finetune_sets import load_records
+from llmtrain.data.prefetch import PrefetchLoader
 from llmtrain.data.sft import TextTokenizer
 from llmtrain.distributed.env import DistEnv
 from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import DataError
 from llmtrain.model.lora import apply_lora, count_trainable, merge_lora_state
 from llmtrain.model.runtime import apply_runtime
+from llmtrain.modelio.hf.families import source_config_files
+from llmtrain.modelio.layout import ADAPTER_SETTINGS, ADAPTER_WEIGHTS
 from llmtrain.modelio.load import LoadedModel, load_model
 from llmtrain.objectives.base import EncodedData, Evaluator, Objective
 from llmtrain.training.task import Batch, TrainingTask
@@ -42,7 +47,7 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module
 
 
-def load_init(cfg: RunConfig) -> LoadedModel:
+def load_init(cfg: FinetuneRunConfig) -> LoadedModel:
     """The starting model of ``finetune.init`` with its tokenizer; its architecture becomes ``cfg.model``."""
     ft, t = cfg.finetune, cfg.train
     if not ft.init:
@@ -53,8 +58,11 @@ def load_init(cfg: RunConfig) -> LoadedModel:
         raise ConfigError([f"finetune.init: {ft.init} has no tokenizer beside the weights; fine-tuning needs the "
                            f"tokenizer the model was trained with (checkpoints carry it in tokenizer/)"])
     model_cfg = loaded.config
-    # the checkpoint defines the architecture (the run keeps its run-time switches); the run config is saved with it
-    cfg.model = ModelSection.of(model_cfg, cfg.model.runtime())
+    ignored = cfg.model.architecture().architecture_diff(model_cfg, labels=("config", "finetune.init"))
+    if ignored:
+        log.info("[llmtrain] the architecture is finetune.init's; the run config's model section differs and is "
+                 "replaced (%s)", "; ".join(ignored[:4]) + (" ..." if len(ignored) > 4 else ""))
+    cfg.model = ModelSection.of(model_cfg, cfg.model.runtime())  # what config.yaml of each checkpoint records
     if t.seq_len > model_cfg.max_seq_len:
         raise ConfigError([f"train.seq_len: {t.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}"])
     tok = loaded.tokenizer
@@ -103,13 +111,13 @@ class FinetuneObjective(Objective):
 
         return evaluate
 
-    def eval_data(self, loaded: LoadedModel, cfg: RunConfig) -> EncodedData | None:
+    def eval_data(self, loaded: LoadedModel, cfg: EvalRunConfig) -> EncodedData | None:
         """``cfg.finetune``'s dataset encoded for ``llmtrain eval``; None when there is none or no tokenizer."""
         if not cfg.finetune.dataset or loaded.tokenizer is None:
             return None
         return self.read(cfg.finetune, loaded.tokenizer, seq_len=cfg.train.seq_len)
 
-    def build_task(self, cfg: RunConfig, env: DistEnv, device: torch.device) -> TrainingTask:
+    def build_task(self, cfg: FinetuneRunConfig, env: DistEnv, device: torch.device) -> TrainingTask:
         loaded = load_init(cfg)
         ft, t, tok = cfg.finetune, cfg.train, loaded.tokenizer
         pad_id = tok.pad_id if tok.pad_id >= 0 else tok.eos_id
@@ -125,16 +133,27 @@ class FinetuneObjective(Objective):
         loader = FinetuneBatchIterator(data.splits["train"], seq_len=t.seq_len, micro_batch_size=t.micro_batch_size,
                                        global_batch_size=t.global_batch_size, dp_rank=env.rank, dp_size=env.world_size,
                                        seed=t.seed, pad_id=pad_id, collate_fn=self.collate)
+        loader = PrefetchLoader(loader, 0)  # no prefetch field for fine-tuning yet; measures the data wait
 
         def export_state(_model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return merge_lora_state(state, ft.lora) if ft.lora.enabled else state
 
+        def adapter_weights(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+            # the unmerged adapter too, so that export can write a PEFT adapter beside the merged model
+            return {ADAPTER_WEIGHTS: {k: v for k, v in state.items() if k.endswith((".lora_A", ".lora_B"))}}
+
+        adapter = {ADAPTER_SETTINGS: json.dumps({"rank": ft.lora.rank, "alpha": ft.lora.alpha, "dropout": ft.lora.dropout,
+                                                 "targets": list(ft.lora.targets), "init": str(ft.init)}, indent=2)}
+
         return TrainingTask(
-            model=module, model_config=cfg.model.architecture(), loss_fn=self.loss, train_loader=loader,
+            model=module, model_config=loaded.config, loss_fn=self.loss, train_loader=loader,
             tokens_per_sample=t.seq_len,
             # Every rank evaluates the whole (small) held-out split, so all ranks agree and ZeRO-3 stays in step.
             evaluate=self.evaluator(data, micro_batch_size=t.micro_batch_size, pad_id=pad_id, device=device),
-            export_state=export_state, tokenizer_dir=Path(tok.directory), extra_files=self.export_files(data),
-            head=head,
+            export_state=export_state, tokenizer_dir=Path(tok.directory), head=head,
+            extra_weights=adapter_weights if ft.lora.enabled else None,
+            # the source Hugging Face config travels with the weights, so export writes the same class
+            extra_files={**self.export_files(data), **source_config_files(loaded.hf_config),
+                         **(adapter if ft.lora.enabled else {})},
             extra_state={"tokenizer_fingerprint": tok.fingerprint, "finetune_task": self.name, "init": str(ft.init)},
         )

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from llmtrain.config.base import ConfigError
-from llmtrain.config.schema import RunConfig
+from llmtrain.config.roots import PretrainRunConfig
 from llmtrain.distributed.env import DistEnv
 from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import DataError
@@ -61,8 +61,9 @@ class Pretrain(Objective):
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         return causal_lm_loss(model, batch)
 
-    def build_task(self, cfg: RunConfig, env: DistEnv, device: torch.device) -> TrainingTask:
+    def build_task(self, cfg: PretrainRunConfig, env: DistEnv, device: torch.device) -> TrainingTask:
         from llmtrain.data.loader import PretrainLoader, describe_data, validation_batches
+        from llmtrain.data.prefetch import PrefetchLoader
         from llmtrain.model.transformer import Transformer
 
         data_cfg = cfg.data.config
@@ -75,6 +76,7 @@ class Pretrain(Objective):
         loader = PretrainLoader(data_cfg, split="train", seq_len=t.seq_len, micro_batch_size=t.micro_batch_size,
                                 global_batch_size=t.global_batch_size, dp_rank=env.rank, dp_size=env.world_size,
                                 seed=t.seed, weights=cfg.data.weights, verify=cfg.data.verify)
+        loader = PrefetchLoader(loader, cfg.data.num_workers, pin_memory=device.type == "cuda")
         val = {name: validation_batches(data_cfg, name, seq_len=t.seq_len, micro_batch_size=t.micro_batch_size,
                                         dp_rank=env.rank, dp_size=env.world_size, max_batches=t.eval_batches)
                for name in loader.source_names}

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmtrain.config.schema import FinetuneConfig, RunConfig
+from llmtrain.config.roots import EvalRunConfig
+from llmtrain.config.schema import FinetuneConfig
 from llmtrain.data.finetune_loader import eval_batches
 from llmtrain.data.finetune_sets import SPLITS, Records
 from llmtrain.data.sft import TextTokenizer, encode_sft, pack_examples
@@ -61,7 +62,7 @@ class Sft(FinetuneObjective):
         template = data.chat_template if isinstance(data, SftData) else None
         return {CHAT_TEMPLATE_FILE: template} if template else {}
 
-    def evaluate(self, loaded: LoadedModel, cfg: RunConfig, *, device: torch.device) -> dict[str, Any]:
+    def evaluate(self, loaded: LoadedModel, cfg: EvalRunConfig, *, device: torch.device) -> dict[str, Any]:
         """``{"sft": {split: loss/ppl/tokens}}`` over every held-out split of ``cfg.finetune.dataset``."""
         data = self.eval_data(loaded, cfg)
         if data is None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from llmtrain.config.loader import dump_yaml
 from llmtrain.distributed.collectives import barrier, is_rank0
@@ -151,8 +152,11 @@ class CheckpointManager:
                 states_written(progress.step)
             weights = engine.full_state_dict()
             if weights is not None:
+                extra_weights = task.extra_weights(weights) if task.extra_weights is not None else {}
                 if task.export_state is not None:
                     weights = task.export_state(task.model, weights)
+                for name, tensors in extra_weights.items():
+                    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(step_dir / name))
                 self._write_metadata(step_dir, weights, progress, task, engine, run_config,
                                      global_batch_size=global_batch_size, zero_stage=zero_stage, precision=precision)
             save_rng(step_dir, self.rank)
@@ -194,8 +198,12 @@ class CheckpointManager:
 
 
 def copy_tokenizer_files(src: Path, dst: Path) -> None:
-    """The tokenizer's files only: a Hugging Face model directory also holds weights and configs."""
-    shutil.copytree(src, dst, dirs_exist_ok=True)
+    """The tokenizer's files only: a fine-tune from a Hugging Face directory must not copy its weights."""
+    from llmtrain.data.tokenizer import tokenizer_files
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in tokenizer_files(src):
+        shutil.copy2(f, dst / f.name)
 
 
 def is_collective_failure(e: BaseException) -> bool:

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from llmtrain.config.base import to_dict
-from llmtrain.config.schema import RunConfig
+from llmtrain.config.roots import RunConfig
 from llmtrain.distributed.env import DistEnv
 from llmtrain.distributed.logging import get_logger
 from llmtrain.engine import build_engine
@@ -26,6 +26,7 @@ from llmtrain.model.flops import flops_per_token
 from llmtrain.training.callbacks.base import Callback, LoopState, StepOutcome, extra_callback_factories
 from llmtrain.training.callbacks.evaluation import PeriodicEvaluation
 from llmtrain.training.callbacks.guards import NonFiniteGuard, SpikeGuard
+from llmtrain.training.callbacks.rank_timing import RankTiming
 from llmtrain.training.callbacks.step_metrics import StepMetrics
 from llmtrain.training.callbacks.stopping import EarlyExit, Preemption
 from llmtrain.training.checkpointing import CheckpointManager, Progress, is_collective_failure
@@ -86,8 +87,10 @@ class Trainer:
             flops_per_token=flops_per_token(self.task.model_config, self.task.tokens_per_sample),
             peak_tflops=peak_tflops(self.device, lg.peak_tflops), device=self.device,
             plot_to=self.run_dir / "loss.png" if lg.plot and lg.jsonl else None, progress_bar=lg.progress_bar)
+        timing = RankTiming(self.metrics, log_every=lg.log_every, device=self.device, loader=self.task.train_loader)
         return [SpikeGuard(t.spike_zscore, t.skip_spikes), NonFiniteGuard(t.max_consecutive_nonfinite), metrics,
-                self.evaluation, Preemption(), EarlyExit(t.exit_after_steps, t.exit_after_minutes)]
+                timing, self.evaluation, timing.after_evaluation(), Preemption(),
+                EarlyExit(t.exit_after_steps, t.exit_after_minutes)]
 
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self) -> TrainResult:

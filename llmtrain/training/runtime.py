@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from llmtrain.config.loader import dump_yaml
-from llmtrain.config.schema import RunConfig
+from llmtrain.config.roots import RunConfig
+from llmtrain.config.validate import validate_for_world
 from llmtrain.distributed.env import DistEnv, discover
 from llmtrain.distributed.logging import get_logger
 from llmtrain.modelio.layout import CONFIG_YAML
@@ -30,8 +31,10 @@ def pick_device(cfg: RunConfig, env: DistEnv) -> torch.device:
 
 
 def start(cfg: RunConfig) -> tuple[DistEnv, torch.device]:
-    """Discover the launcher, set the device, create the process group, seed every RNG."""
+    """Discover the launcher, check what depends on the world size, set the device, create the
+    process group, seed every RNG."""
     env = discover()
+    validate_for_world(cfg, env.world_size)  # before any process group or compute
     device = pick_device(cfg, env)
     if device.type == "cpu" and cfg.train.precision == "fp16":
         from llmtrain.errors import UserError

@@ -1,8 +1,10 @@
-"""Preemption signals: SIGTERM/SIGUSR1 ask for a checkpoint at the next step boundary.
+"""Preemption signals: SIGTERM/SIGUSR1 (and SIGINT, Ctrl-C) ask for a checkpoint at the next step boundary.
 
 The handler only sets a flag, so a second signal while a checkpoint is being written cannot
 interrupt the save; the loop agrees on the flag across ranks (any rank signalled = all stop),
-saves, and exits with :data:`EXIT_PREEMPTED` so a batch script can requeue the job.
+saves, and exits with :data:`EXIT_PREEMPTED` so a batch script can requeue the job. Ctrl-C is the
+same request from a person: the work since the last checkpoint is kept instead of lost, and the
+one-line message says how to resume.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import signal
 from types import FrameType
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"; slurm/*.sbatch requeue on this code
-HANDLED = (signal.SIGTERM, signal.SIGUSR1)
+HANDLED = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class PreemptionFlag:

@@ -45,4 +45,6 @@ class TrainingTask:
     tokenizer_dir: Path | None = None
     extra_state: dict[str, Any] = field(default_factory=dict)  # saved in trainer_state.json (not "head")
     extra_files: dict[str, str] = field(default_factory=dict)  # written into each checkpoint (chat template)
+    # (full state dict) -> {file name: tensors} saved beside the weights, e.g. LoRA adapters before merging
+    extra_weights: Callable[[dict[str, torch.Tensor]], dict[str, dict[str, torch.Tensor]]] | None = None
     head: dict[str, Any] | None = None  # head.json of a model with a task head (classification)

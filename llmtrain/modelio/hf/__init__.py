@@ -1,15 +1,17 @@
 """Hugging Face model directories on local disk: export to and import from the family's own classes.
 
 The only code in llmtrain that knows Hugging Face names. Per family, a module holds the config map
-and the weight-name map (:mod:`llmtrain.modelio.hf.llama`); this module holds what every family
-shares: (sharded) safetensors files, ``pytorch_model.bin``, tokenizer files, ``generation_config.json``.
+(:mod:`~llmtrain.modelio.hf.llama`, ``mistral``, ``qwen2``, ``qwen3``; chosen in
+:mod:`~llmtrain.modelio.hf.families`); the families share one weight-name map
+(:mod:`~llmtrain.modelio.hf.keys`). This module holds what every family
+shares: (sharded) safetensors files and ``pytorch_model.bin``; the tokenizer, its special ids and
+``generation_config.json`` are :mod:`llmtrain.modelio.hf.tokenizer`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +19,23 @@ import torch
 
 from llmtrain.errors import CheckpointError
 from llmtrain.model.config import ModelConfig
-from llmtrain.modelio.hf.llama import (
-    expected_shapes,
-    from_hf_state_dict,
+from llmtrain.modelio.hf.families import (
     hf_config,
     model_config_from_hf,
-    to_hf_state_dict,
+    read_source_config,
+    source_config_files,
+)
+from llmtrain.modelio.hf.keys import expected_shapes, from_hf_state_dict, to_hf_state_dict
+from llmtrain.modelio.hf.tokenizer import (
+    export_tokenizer,
+    hf_tokenizer_files,
+    special_token_ids,
+    write_generation_config,
 )
 
-__all__ = ["copy_tokenizer", "expected_shapes", "export_hf", "from_hf_state_dict", "hf_config", "hf_tokenizer_files", "import_hf",
-           "model_config_from_hf", "read_hf_weights", "save_safetensors", "to_hf_state_dict"]
-
-_TOKENIZER_SKIP = {"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json"}
+__all__ = ["expected_shapes", "export_hf", "export_tokenizer", "from_hf_state_dict", "hf_config", "hf_tokenizer_files",
+           "import_hf", "model_config_from_hf", "read_hf_weights", "read_source_config", "save_safetensors",
+           "source_config_files", "special_token_ids", "to_hf_state_dict", "write_generation_config"]
 
 
 def _parse_size(size: int | str) -> int:
@@ -92,43 +99,19 @@ def read_hf_weights(model_dir: Path) -> dict[str, torch.Tensor]:
                           "point at a Hugging Face model directory saved with save_pretrained")
 
 
-def copy_tokenizer(tokenizer_dir: str | Path, out_dir: Path) -> list[str]:
-    """Copy the tokenizer's files (not weights or model configs) into ``out_dir``."""
-    copied = []
-    for f in sorted(Path(tokenizer_dir).iterdir()):
-        if f.is_file() and f.name not in _TOKENIZER_SKIP and not f.name.endswith((".safetensors", ".bin")):
-            shutil.copy2(f, out_dir / f.name)
-            copied.append(f.name)
-    return copied
-
-
-def hf_tokenizer_files(hf_dir: str | Path) -> list[Path]:
-    """The tokenizer files of a Hugging Face model directory (tokenizer*, special tokens, *.model)."""
-    return [f for f in sorted(Path(hf_dir).iterdir())
-            if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens_map", "added_tokens"))
-                                or f.suffix == ".model")]
-
-
-def _special_ids(tokenizer_dir: str | Path | None) -> dict[str, int]:
-    """bos/eos/pad ids read from a SentencePiece model in ``tokenizer_dir`` (empty when unknown)."""
-    if tokenizer_dir is None or not (Path(tokenizer_dir) / "tokenizer.model").is_file():
-        return {}
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(Path(tokenizer_dir) / "tokenizer.model"))
-    ids = {"bos_token_id": sp.bos_id(), "eos_token_id": sp.eos_id(), "pad_token_id": sp.pad_id()}
-    return {k: v for k, v in ids.items() if v >= 0}
-
-
 def export_hf(state_dict: dict[str, torch.Tensor], cfg: ModelConfig, out_dir: str | Path, *,
               tokenizer_dir: str | Path | None = None, dtype: torch.dtype | None = torch.float32,
-              max_shard_size: int | str = "2GB", extra_config: dict[str, Any] | None = None) -> Path:
-    """Write a ``LlamaForCausalLM`` directory loadable with ``from_pretrained(out_dir)``.
+              max_shard_size: int | str = "2GB", extra_config: dict[str, Any] | None = None,
+              source_config: dict[str, Any] | None = None) -> Path:
+    """Write a ``*ForCausalLM`` directory loadable with ``from_pretrained(out_dir)``.
 
-    ``dtype=None`` keeps each tensor's dtype. Special-token ids come from ``extra_config`` or, when
+    The class is ``source_config``'s (the config.json the model was imported from, its other fields
+    kept), else the simplest native family that computes the model's function (Llama for plain
+    models; see :mod:`~llmtrain.modelio.hf.families`). ``dtype=None`` keeps each tensor's dtype. Special-token ids come from ``extra_config`` or, when
     the tokenizer is a SentencePiece ``tokenizer.model``, from the tokenizer itself.
     """
     out = Path(out_dir)
+    hf_config(cfg, dtype, source=source_config)  # refuse an unexportable model before writing anything
     out.mkdir(parents=True, exist_ok=True)
     hf_sd = to_hf_state_dict(state_dict, cfg)
     if dtype is not None:
@@ -136,19 +119,21 @@ def export_hf(state_dict: dict[str, torch.Tensor], cfg: ModelConfig, out_dir: st
     for stale in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
         stale.unlink()  # a previous export with another shard count must not leave extra files
     save_safetensors(hf_sd, out, max_shard_size)
-    extra = {**_special_ids(tokenizer_dir), **(extra_config or {})}
+    extra = {**special_token_ids(tokenizer_dir), **(extra_config or {})}
     first_dtype = next(iter(hf_sd.values())).dtype
-    config = hf_config(cfg, dtype or first_dtype, extra)
+    config = hf_config(cfg, dtype or first_dtype, extra, source=source_config)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    gen = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in config}
-    (out / "generation_config.json").write_text(json.dumps({"_from_model_config": True, **gen}, indent=2) + "\n")
+    ids = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in config}
+    write_generation_config(out, ids, tokenizer_dir)
     if tokenizer_dir is not None:
-        copy_tokenizer(tokenizer_dir, out)
+        export_tokenizer(tokenizer_dir, out)
     return out
 
 
 def import_hf(hf_dir: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """Read a local HF Llama/Mistral directory; return our config and state dict (dtypes kept)."""
+    """Read a local HF directory of a native family; return our config and state dict (dtypes kept).
+
+    The directory's config.json (:func:`read_source_config`) is what export writes back."""
     path = Path(hf_dir)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} has no config.json; pass a local Hugging Face model directory (no hub access)")

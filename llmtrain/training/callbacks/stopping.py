@@ -9,7 +9,7 @@ from llmtrain.training.signals import EXIT_PREEMPTED, PreemptionFlag
 
 
 class Preemption(Callback):
-    """SIGTERM/SIGUSR1 (Slurm's warning, scancel --signal): checkpoint, then exit 75 for a requeue."""
+    """SIGTERM/SIGUSR1 (Slurm's warning, scancel --signal) and SIGINT (Ctrl-C): checkpoint, then exit 75."""
 
     def __init__(self) -> None:
         self.flag = PreemptionFlag()
@@ -21,8 +21,9 @@ class Preemption(Callback):
         return self.flag.requested
 
     def stop(self, state: LoopState) -> StopRequest:
+        then = ("; run the same command to resume" if self.flag.name == "SIGINT" else " so the job can be requeued")
         return StopRequest(f"{self.flag.name or 'signal'} received: checkpoint {state.last_checkpoint} written, "
-                           f"exiting with code {EXIT_PREEMPTED} so the job can be requeued", EXIT_PREEMPTED)
+                           f"exiting with code {EXIT_PREEMPTED}{then}", EXIT_PREEMPTED)
 
     def on_train_end(self, state: LoopState) -> None:
         self.flag.uninstall()

@@ -59,3 +59,27 @@ def test_sigusr1_then_sigterm_during_the_save(tiny_data, tmp_path, reference_los
     assert got.keys() == reference_losses.keys()
     for step, loss in reference_losses.items():
         assert got[step] == pytest.approx(loss, rel=1e-5, abs=1e-5), step
+
+
+def test_sigint_checkpoints_like_sigterm_and_the_relaunch_matches(tiny_data, tmp_path, reference_losses):
+    """Ctrl-C: one line, a checkpoint at the next step boundary, exit 75; nothing since the last
+    periodic checkpoint is lost and the relaunch continues with the same losses."""
+    args = tiny_train_args(tiny_data, tmp_path)  # no periodic checkpoints
+    run_dir = tmp_path / "t"
+    run = Run(args, tmp_path / "logs", fault="step_delay_s=0.4")
+    run.wait_for("step 3", lambda: logged_steps(run_dir) >= 3)
+    run.proc.send_signal(signal.SIGINT)
+    assert run.finish() == EXIT_PREEMPTED, run.output()
+    stopped = latest(run_dir)
+    assert f"SIGINT received: checkpoint {run_dir / stopped} written, exiting with code 75; run the same command to " \
+           f"resume" in run.stdout
+    assert "Traceback" not in run.stderr and "KeyboardInterrupt" not in run.stderr
+    assert 3 <= int(stopped[5:]) < 8
+
+    again = Run(args, tmp_path / "logs2")
+    assert again.finish() == 0, again.output()
+    assert f"resumed from {run_dir / stopped}" in again.stdout
+    got = losses_by_step(run_dir)
+    assert got.keys() == reference_losses.keys()
+    for step, loss in reference_losses.items():
+        assert got[step] == pytest.approx(loss, rel=1e-5, abs=1e-5), step

@@ -17,6 +17,7 @@ class ByteTokenizer:
     """Bytes shifted by 3 (0 pad, 1 bos, 2 eos): enough to check masking and lengths exactly."""
 
     bos_id, eos_id, pad_id, vocab_size = 1, 2, 0, 259
+    bos_prefix = [1]
 
     def encode(self, text: str) -> list[int]:
         return [b + 3 for b in text.encode()]

@@ -62,3 +62,63 @@ def test_plan_rejects_empty_and_bad_weights():
         MixturePlan.build(1e9, [("a", 1e9, 0.0, None)])
     with pytest.raises(DataError, match="a=-1"):
         MixturePlan.build(1e9, [("a", 1e9, -1.0, None), ("b", 1e9, 2.0, None)])
+
+
+def _reference_position(w: np.ndarray, i: int, k: int) -> int:
+    """The definition: source i's k-th sample is preceded by its own k samples and by every event (j, m)
+    of another source with an earlier time (2m+1)/(2 w_j), or the same time and j < i."""
+    pos = k
+    for j, wj in enumerate(w.tolist()):
+        if j == i or wj == 0:
+            continue
+        x = (2 * k + 1) * wj  # (j, m) precedes iff (2m+1) w_i < x (or <= x when j < i)
+        q = (x - 1) // int(w[i]) if j > i else x // int(w[i])
+        pos += (q + 1) // 2
+    return pos
+
+
+@pytest.mark.parametrize("n_sources", [1, 2, 5, 50, 200])
+def test_lookup_matches_the_definition_at_random_positions(n_sources):
+    rng = np.random.default_rng(n_sources)
+    weights = rng.random(n_sources).tolist()
+    if n_sources > 2:
+        weights[1] = 0.0
+    b = BlendIndex(weights)
+    starts = [0, 1, *rng.integers(0, 10**6, 3).tolist(), *rng.integers(0, 10**12, 3).tolist()]
+    for start in starts:
+        count = int(rng.integers(1, 64))
+        src, k = b.lookup(start, count)
+        assert [_reference_position(b.w, int(s), int(j)) for s, j in zip(src, k, strict=True)] == \
+            list(range(start, start + count))
+        # a cold index (no cached block) and a lookup longer than a block agree with the cached one
+        s2, k2 = BlendIndex(weights, block=7).lookup(start, count)
+        assert (s2 == src).all() and (k2 == k).all()
+    assert b.counts(starts[-1]).sum() == starts[-1]
+
+
+def test_equal_weights_break_ties_by_source_order():
+    src, k = BlendIndex([1.0, 1.0, 1.0]).lookup(0, 9)
+    assert src.tolist() == [0, 1, 2] * 3 and k.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_exact_order_agrees_with_the_float_sort_and_repairs_it():
+    from llmtrain.data.mixture import _exact_order
+
+    rng = np.random.default_rng(0)
+    wk = rng.integers(1, 1 << 20, 400)
+    idx = rng.integers(0, 50, 400)
+    numer = rng.integers(0, 1 << 30, 400)
+    numer[1::2] = numer[::2] // wk[::2] * wk[1::2]  # many exactly equal times: ties go by source
+    order = _exact_order(numer, wk, idx)
+    from fractions import Fraction
+    assert order.tolist() == sorted(range(400), key=lambda a: (Fraction(int(numer[a]), int(wk[a])), int(idx[a])))
+    # two times 1 ulp apart in float64 but distinct as rationals: the float sort alone would tie them
+    big = np.asarray([(1 << 53) + 1, 1 << 53], dtype=np.int64)
+    assert _exact_order(big, np.asarray([1, 1]), np.asarray([0, 1])).tolist() == [1, 0]
+
+
+def test_positions_beyond_int64_room_are_refused():
+    from llmtrain.data.mixture import MAX_POSITION
+
+    with pytest.raises(DataError, match="beyond"):
+        BlendIndex([1.0, 2.0]).lookup(MAX_POSITION, 1)

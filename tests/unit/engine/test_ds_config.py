@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from llmtrain.config import ConfigError, load_run_config
-from llmtrain.engine.ds_config import build_ds_config, grad_accumulation_steps
+from llmtrain.config.validate import micro_steps_per_step
+from llmtrain.engine.ds_config import build_ds_config
 
 
 def test_accumulation_is_derived():
-    assert grad_accumulation_steps(32, 4, 2) == 4
+    assert micro_steps_per_step(32, 4, 2) == 4
     cfg = load_run_config(None, ["train.global_batch_size=48", "train.micro_batch_size=3", "train.zero_stage=3",
                                  "train.offload_optimizer=true", "train.precision=bf16"])
     ds = build_ds_config(cfg, 4, on_gpu=True)
@@ -22,7 +23,7 @@ def test_accumulation_is_derived():
 
 def test_indivisible_batch_names_numbers_and_fix():
     with pytest.raises(ConfigError) as e:
-        grad_accumulation_steps(30, 4, 2)
+        micro_steps_per_step(30, 4, 2)
     assert "30 is not divisible by micro_batch_size x data-parallel ranks = 4 x 2 = 8" in str(e.value)
     assert "train.global_batch_size=24 or 32" in str(e.value)
 

@@ -47,3 +47,59 @@ def test_top_k_and_top_p_filters():
     # mass before token 3 is 0.95 >= 0.9 -> dropped; token 2 has 0.8 before it -> kept
     assert torch.isinf(filter_logits(logits, top_p=0.9)).tolist() == [[False, False, False, True]]
     assert torch.isinf(filter_logits(logits, top_p=0.5)).tolist() == [[False, True, True, True]]
+
+
+def _export_with_tokenizer(tiny_model, tokenizer_dir, out):
+    from llmtrain.data.tokenizer import load_tokenizer
+    from llmtrain.modelio.hf import export_hf
+
+    tok = load_tokenizer(tokenizer_dir)
+    model = tiny_model(vocab_size=tok.vocab_size, seed=5)
+    sd = {k: v for k, v in model.state_dict().items() if not k.startswith("rope.")}
+    export_hf(sd, model.cfg, out, tokenizer_dir=tokenizer_dir)
+    return model, tok
+
+
+def test_transformers_greedy_on_an_export_equals_llmtrain_generate(tiny_model, sp_tokenizer_dir, tmp_path):
+    """The export's own tokenizer + generation_config reproduce `llmtrain generate` (BOS included)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmtrain.eval.generate import generate_text
+
+    model, tok = _export_with_tokenizer(tiny_model, sp_tokenizer_dir, tmp_path)
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    for prompt in ("ROMEO:", "The movie is", "a film that"):
+        ids = hf_tok(prompt, return_tensors="pt")
+        assert ids.input_ids[0].tolist() == tok.encode_sequence(prompt) and ids.input_ids[0, 0] == tok.bos_id
+        with torch.no_grad():
+            out = hf.generate(**ids, do_sample=False, max_new_tokens=20)  # eos/pad from generation_config.json
+        theirs = out[0, ids.input_ids.shape[1]:].tolist()
+        ours = generate_ids(model, tok.encode_sequence(prompt), SamplingConfig(max_new_tokens=20), eos_id=tok.eos_id)
+        assert ours == theirs
+        text = generate_text(model, tok, prompt, SamplingConfig(max_new_tokens=20))
+        assert text == tok.decode(ours[:-1] if ours[-1] == tok.eos_id else ours)
+
+
+def test_lm_eval_hflm_log_likelihoods_equal_ours_on_an_export(tiny_model, sp_tokenizer_dir, tmp_path, monkeypatch):
+    import pytest
+
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tok = _export_with_tokenizer(tiny_model, sp_tokenizer_dir, tmp_path)
+    pairs = [("ROMEO:", " But soft"), ("The movie was", " great fun."), ("a", " b c d"), ("Review: dull", " and slow")]
+    lm = HFLM(pretrained=str(tmp_path), device="cpu", dtype="float32", batch_size=2)
+    got = lm.loglikelihood([Instance(request_type="loglikelihood", doc={}, arguments=p, idx=i)
+                            for i, p in enumerate(pairs)], disable_tqdm=True)
+    for (context, continuation), (logprob, greedy) in zip(pairs, got, strict=True):
+        ctx = tok.encode_sequence(context)
+        cont = tok.encode_sequence(context + continuation)[len(ctx):]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ctx + cont]))[0].double(), -1)
+        steps = logp[len(ctx) - 1:-1]
+        ours = float(steps.gather(-1, torch.tensor(cont)[:, None]).sum())
+        assert abs(logprob - ours) < 1e-4, (context, logprob, ours)
+        assert greedy == (steps.argmax(-1).tolist() == cont)

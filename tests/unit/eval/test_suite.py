@@ -2,7 +2,8 @@ import json
 
 import torch
 
-from llmtrain.config.schema import EvalConfig, FinetuneConfig, RunConfig, TrainConfig
+from llmtrain.config.roots import EvalRunConfig
+from llmtrain.config.schema import EvalConfig, FinetuneConfig, TrainConfig
 from llmtrain.eval.suite import objective_name, run_evaluation
 from llmtrain.model.heads import SequenceClassifier
 from llmtrain.modelio.layout import write_chat_template
@@ -24,7 +25,7 @@ def test_sft_model_report_with_loss_samples_and_template(tiny_model, sp_tokenize
     write_chat_template(mdir, "U: {prompt}\nA:")
     loaded = load_model(mdir)
     assert loaded.chat_template == "U: {prompt}\nA:" and loaded.classifier is None
-    cfg = RunConfig(train=TrainConfig(seq_len=64, micro_batch_size=4),
+    cfg = EvalRunConfig(train=TrainConfig(seq_len=64, micro_batch_size=4),
                     finetune=FinetuneConfig(task="sft", dataset=str(tmp_path / "chat.jsonl"), validation_fraction=0.3),
                     eval=EvalConfig(prompts=["what is 3?"], max_new_tokens=5))
     res = run_evaluation(loaded, cfg, tmp_path / "eval", plots=False)
@@ -45,7 +46,7 @@ def test_classifier_checkpoint_is_evaluated_beside_baselines(tiny_model, sp_toke
     tokens = torch.tensor([[1, 40, 50, 2]])
     with torch.no_grad():
         torch.testing.assert_close(loaded.classifier(tokens), clf.eval()(tokens))
-    cfg = RunConfig(train=TrainConfig(seq_len=48, micro_batch_size=64),
+    cfg = EvalRunConfig(train=TrainConfig(seq_len=48, micro_batch_size=64),
                     finetune=FinetuneConfig(task="classification", dataset="rotten_tomatoes"))
     res = run_evaluation(loaded, cfg, tmp_path / "eval")
     assert set(res["classification"]) == {"fine-tuned", "majority", "tfidf_logreg"}
@@ -59,7 +60,7 @@ def test_the_objective_is_the_heads_for_a_classifier_else_the_configs():
     class Loaded:  # the two fields objective_name reads
         classifier, head = None, {}
 
-    cfg = RunConfig(finetune=FinetuneConfig(task="sft"))
+    cfg = EvalRunConfig(finetune=FinetuneConfig(task="sft"))
     assert objective_name(Loaded(), cfg) == "sft"
     Loaded.classifier, Loaded.head = object(), {"task": "classification"}
     assert objective_name(Loaded(), cfg) == "classification"

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmtrain.model.attention import attention, build_layout, flex_attention_available
+from llmtrain.model.attention import attention, build_layout, flash_attn_available, flex_attention_available
 from llmtrain.model.config import ModelConfig
 from llmtrain.model.runtime import ModelRuntime, apply_runtime
 from llmtrain.model.transformer import Transformer
@@ -234,3 +234,38 @@ def test_trainer_bf16_steps_on_gpu_with_compile_and_document_masking(tmp_path):
         assert "error" not in r, r
         assert r["compile"] and r["peak_memory_gib"] > 0 and len(r["losses"]) == 4
         assert all(math.isfinite(x) for x in r["losses"]) and abs(r["losses"][0] - math.log(8192)) < 0.3
+
+
+@pytest.mark.gpu
+@needs_cuda
+@needs_flex
+@pytest.mark.parametrize("with_docs", [False, True])
+def test_compiled_flex_sliding_window_matches_the_sdpa_mask_on_gpu(with_docs):
+    """The window folded into flex's block mask equals the boolean window mask (with and without documents)."""
+    q, k, v = _qkv(2, device="cuda", dtype=torch.bfloat16, T=512, hq=8, D=64)
+    doc_ids = torch.zeros(2, 512, dtype=torch.long, device="cuda")
+    if with_docs:
+        doc_ids[:, 200:] = 1
+    layout = build_layout(doc_ids, "sdpa", head_dim=64, window=96)
+    assert layout.block_mask is not None
+    ref = attention(q.float(), k.float(), v.float(), backend="sdpa", window=96,
+                    layout=build_layout(doc_ids, "sdpa", use_flex=False, window=96))
+    out = attention(q, k, v, backend="sdpa", layout=layout, window=96)
+    assert (out.float() - ref).abs().max().item() < 2e-2
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.skipif(not CUDA or not flash_attn_available(), reason="needs flash-attn")
+@pytest.mark.parametrize("with_docs", [False, True])
+def test_flash_attn_window_matches_the_sdpa_mask_on_gpu(with_docs):
+    """flash-attn's window_size=(W-1, 0) keeps the same keys as the boolean mask, varlen included."""
+    q, k, v = _qkv(2, device="cuda", dtype=torch.bfloat16, T=512, hq=8, D=64)
+    doc_ids = torch.zeros(2, 512, dtype=torch.long, device="cuda")
+    if with_docs:
+        doc_ids[:, 300:] = 1
+    ref = attention(q.float(), k.float(), v.float(), backend="sdpa", window=96,
+                    layout=build_layout(doc_ids, "sdpa", use_flex=False, window=96))
+    layout = build_layout(doc_ids, "flash_attn", window=96) if with_docs else None
+    out = attention(q, k, v, backend="flash_attn", layout=layout, window=96)
+    assert (out.float() - ref).abs().max().item() < 2e-2

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from llmtrain.config.base import ConfigError, build
-from llmtrain.config.schema import ModelSection, RunConfig
+from llmtrain.config.roots import PretrainRunConfig
+from llmtrain.config.schema import ModelSection
 from llmtrain.model.runtime import ModelRuntime
 from llmtrain.modelio.layout import MODEL_YAML, read_model_config, tag_for, write_model_config
 
@@ -41,12 +42,12 @@ def test_architecture_diff_ignores_the_name_and_runtime(make_config):
 
 
 def test_the_run_config_model_section_keeps_accepting_the_runtime_keys():
-    cfg = build(RunConfig, {"model": {"dim": 64, "n_heads": 4, "attention_backend": "eager", "compile": True,
+    cfg = build(PretrainRunConfig, {"model": {"dim": 64, "n_heads": 4, "attention_backend": "eager", "compile": True,
                                       "activation_checkpointing": "selective"}})
     assert cfg.model.runtime() == ModelRuntime("eager", "selective", True)
     assert cfg.model.architecture().dim == 64 and not hasattr(cfg.model.architecture(), "compile")
     with pytest.raises(ConfigError, match="model.attention_backend: 'flash2' is not one of"):
-        build(RunConfig, {"model": {"attention_backend": "flash2"}})
+        build(PretrainRunConfig, {"model": {"attention_backend": "flash2"}})
 
 
 def test_tags_sort_by_step():

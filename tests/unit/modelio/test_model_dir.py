@@ -17,7 +17,7 @@ def test_import_hf_command_round_trip(tmp_path, make_model, capsys):
     hf_dir = tmp_path / "hf"
     export_hf(model.state_dict(), model.cfg, hf_dir)
     (hf_dir / "tokenizer_config.json").write_text("{}")
-    assert command.run(argparse.Namespace(hf_dir=str(hf_dir), out=str(tmp_path / "ours"), dtype="keep")) == 0
+    assert command.run(argparse.Namespace(hf_dir=str(hf_dir), out=str(tmp_path / "ours"), dtype="keep", overwrite=False)) == 0
     assert "2 layers, dim 64, 4 heads (2 kv), vocab 97" in capsys.readouterr().out
     assert (tmp_path / "ours" / "tokenizer" / "tokenizer_config.json").is_file()
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from llmtrain import objectives
-from llmtrain.config.schema import FinetuneConfig, RunConfig, TrainConfig
+from llmtrain.config.roots import FinetuneRunConfig
+from llmtrain.config.schema import FinetuneConfig, TrainConfig
 from llmtrain.model.heads import SequenceClassifier
 from llmtrain.objectives.classification import ClassificationData
 
@@ -40,7 +41,7 @@ def test_build_task_puts_the_head_in_head_json(model_dir, tmp_path):
     rows = [{"review": f"good film {i}" if i % 2 else f"dull plot {i}", "mood": "pos" if i % 2 else "neg"}
             for i in range(40)]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = RunConfig(train=TrainConfig(seq_len=16, micro_batch_size=4, global_batch_size=4),
+    cfg = FinetuneRunConfig(train=TrainConfig(seq_len=16, micro_batch_size=4, global_batch_size=4),
                     finetune=FinetuneConfig(task="classification", init=str(model_dir), dataset=str(tmp_path / "d.jsonl"),
                                             text_field="review", label_field="mood"))
     task = objectives.get("classification").build_task(cfg, env, torch.device("cpu"))

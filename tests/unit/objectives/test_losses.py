@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -7,6 +8,7 @@ from llmtrain.model.config import ModelConfig
 from llmtrain.model.heads import SequenceClassifier
 from llmtrain.model.runtime import ModelRuntime, apply_runtime
 from llmtrain.model.transformer import Transformer
+from llmtrain.objectives import losses
 from llmtrain.objectives.losses import (
     IGNORE_INDEX,
     causal_lm_loss,
@@ -23,7 +25,10 @@ def _model() -> Transformer:
     return apply_runtime(Transformer(CFG), EAGER)
 
 
-def test_chunked_ce_equals_full_cross_entropy_and_gradients():
+@pytest.mark.parametrize("materialize", [True, False], ids=["whole-logits", "checkpointed-chunks"])
+def test_chunked_ce_equals_full_cross_entropy_and_gradients(materialize, monkeypatch):
+    # small logits are built whole (no recompute); larger ones go chunk by chunk, checkpointed
+    monkeypatch.setattr(losses, "MATERIALIZE_LOGITS_BYTES", 2**40 if materialize else 0)
     torch.manual_seed(0)
     out = torch.nn.Linear(16, 50, bias=False)
     hidden = torch.randn(37, 16, requires_grad=True)

@@ -3,7 +3,8 @@ import json
 import torch
 
 from llmtrain import objectives
-from llmtrain.config.schema import FinetuneConfig, LoraConfig, RunConfig, TrainConfig
+from llmtrain.config.roots import FinetuneRunConfig
+from llmtrain.config.schema import FinetuneConfig, LoraConfig, TrainConfig
 from llmtrain.distributed.env import DistEnv
 from llmtrain.objectives.sft import SftData
 
@@ -13,6 +14,7 @@ ENV = DistEnv(rank=0, world_size=1, local_rank=0, local_world_size=1, master_add
 
 class ByteTokenizer:
     bos_id, eos_id, pad_id, vocab_size = 1, 2, 0, 259
+    bos_prefix = [1]
 
     def encode(self, text: str) -> list[int]:
         return [b + 3 for b in text.encode()]
@@ -53,12 +55,15 @@ def test_evaluator_reads_through_wrappers(tiny_model):
 
 
 def test_build_task_with_lora_trains_and_saves_merged_base_names(model_dir, tmp_path):
-    cfg = RunConfig(train=TrainConfig(seq_len=32, micro_batch_size=2, global_batch_size=4),
+    cfg = FinetuneRunConfig(train=TrainConfig(seq_len=32, micro_batch_size=2, global_batch_size=4),
                     finetune=FinetuneConfig(task="sft", init=str(model_dir), dataset=_jsonl(tmp_path / "d.jsonl", 40),
                                             lora=LoraConfig(enabled=True, rank=4)))
     task = objectives.get("sft").build_task(cfg, ENV, torch.device("cpu"))
     assert cfg.model.vocab_size == 320 and task.model_config.vocab_size == 320
-    assert task.head is None and task.extra_files == {"chat_template.txt": cfg.finetune.chat_template}
+    assert task.head is None and task.extra_files["chat_template.txt"] == cfg.finetune.chat_template
+    assert json.loads(task.extra_files["adapter.json"])["rank"] == 4  # LoRA: the unmerged adapter is saved too
+    adapter = task.extra_weights(task.model.state_dict())["adapter.safetensors"]
+    assert adapter and all(k.endswith((".lora_A", ".lora_B")) for k in adapter)
     assert task.extra_state["finetune_task"] == "sft" and task.train_loader.micro_steps_per_step == 2
     loss, n = task.loss_fn(task.model, task.train_loader.next_batch())
     assert 4.0 < float(loss.detach()) < 8.0 and int(n) > 0  # untrained: near ln(320) = 5.8
