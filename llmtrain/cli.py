@@ -17,7 +17,7 @@ import sys
 from llmtrain.errors import UserError
 
 COMMANDS = ("tokenizer", "prepare", "mixture", "train", "finetune", "eval", "export", "generate",
-            "import-hf", "quickstart", "bigbench")
+            "import-hf", "quickstart", "bigbench", "plan")
 
 
 def build_parser() -> argparse.ArgumentParser:

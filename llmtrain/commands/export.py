@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="run directory (uses `latest`) or step directory")
     p.add_argument("--out", required=True, help="output directory (must be empty or absent)")
     p.add_argument("--dtype", default="bf16", choices=("fp32", "bf16", "fp16"), help="weight dtype to write")
-    p.add_argument("--max-shard-size", default="2GB", help="split safetensors above this size (e.g. 5GB)")
+    p.add_argument("--max-shard-size", default="2GB", type=shard_size,
+                   help="split safetensors above this size: 5GB or 5G (powers of 1000, as Hugging Face), 5GiB "
+                        "(powers of 1024), or a byte count")
     p.add_argument("--from-deepspeed-states", action="store_true",
                    help="for a checkpoint without model.safetensors: consolidate DeepSpeed's *.pt states instead. "
                         "ZeRO 1-3 states are read with DeepSpeed's zero_to_fp32, which unpickles them (a "
@@ -35,6 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="for a LoRA fine-tune: skip the PEFT adapter (default: OUT/adapter/ holds adapter_config.json "
                         "+ adapter_model.safetensors for peft.PeftModel.from_pretrained(base model, OUT/adapter))")
     p.set_defaults(func=run)
+
+
+def shard_size(text: str) -> int:
+    """``--max-shard-size`` in bytes; argparse reports a bad value as one error naming the flag."""
+    from llmtrain.modelio.hf import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("max_shard_size ", "", 1)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
             note = " (--backbone-only: the classification head stays in the checkpoint)"
     if loaded.chat_template:
         write_chat_template(out, loaded.chat_template)
+    from llmtrain.modelio.hf.tokenizer import carry_chat_template
+    from llmtrain.modelio.layout import is_checkpoint
+
+    # the Jinja form of the fallback format SFT trained on, for tokenizers without a template of their own
+    carry_chat_template(resolve_checkpoint(args.checkpoint) if is_checkpoint(args.checkpoint) else args.checkpoint, out)
     note += _adapter(args, loaded, out, dtype)
     print(f"[llmtrain] exported {loaded.source} -> {out} ({args.dtype}){note}")
     return 0

@@ -24,5 +24,10 @@ def run(args: argparse.Namespace) -> int:
     from llmtrain.config.roots import FinetuneRunConfig
 
     cfg = load_config(args, FinetuneRunConfig)
+    tasks = [n for n in objectives.names() if n != "pretrain"]
+    if cfg.finetune.task not in tasks:  # before any process group or compute
+        from llmtrain.config.base import ConfigError, closest
 
+        raise ConfigError([f"finetune.task: {cfg.finetune.task!r} is not a fine-tuning objective"
+                           f"{closest(cfg.finetune.task, tasks)}; choose from {', '.join(tasks)}"])
     return run_training(cfg, objectives.get(cfg.finetune.task).build_task, "fine-tuning done")

@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Continue each --prompt with the model. Greedy by default (--temperature 0); with a "
                     "temperature > 0 tokens are sampled, optionally restricted to the top-k tokens and the "
                     "top-p nucleus. Stops at EOS or after --max-new-tokens. A chat-tuned model's saved "
-                    "template (chat_template.txt) is applied unless --raw.")
+                    "template (chat_template.txt, or the tokenizer's own chat template) is applied unless --raw.")
     p.add_argument("--checkpoint", required=True,
                    help="run dir (uses latest), step_* dir, llmtrain model dir, or local Hugging Face Llama dir")
     p.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for several)")
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
                          top_p=args.top_p, seed=args.seed)
     template = None if args.raw else loaded.chat_template
     for prompt in args.prompt:
-        text = generate_text(loaded.model, loaded.tokenizer, prompt, cfg, chat_template=template)
+        text = generate_text(loaded.model, loaded.tokenizer, prompt, cfg, chat_template=template,
+                             tokenizer_template=not args.raw)
         print(f"### prompt\n{prompt}\n### completion\n{text}\n", flush=True)
     return 0

@@ -52,6 +52,9 @@ class PretrainRunConfig:
 
     def check(self) -> list[str]:
         out = _fp16_on_cpu(self.train)
+        if self.train.epochs:
+            out.append(f"train.epochs: {self.train.epochs} is for fine-tuning only; pretraining streams prepared "
+                       f"shards without epochs, so set train.max_steps (and remove train.epochs)")
         if self.train.seq_len > self.model.max_seq_len:
             out.append(f"train.seq_len: {self.train.seq_len} is above model.max_seq_len {self.model.max_seq_len}; "
                        f"lower train.seq_len or raise model.max_seq_len")

@@ -65,6 +65,8 @@ class TrainConfig:
     micro_batch_size: int = field(4, help="sequences per rank per forward/backward", min=1)
     global_batch_size: int = field(32, help="sequences per optimizer step; = micro x accumulation x data-parallel ranks", min=1)
     max_steps: int = field(1000, help="optimizer steps to train", min=1)
+    epochs: float = field(0.0, help="fine-tuning only: passes over the training examples instead of max_steps; "
+                                    "steps = ceil(epochs x examples / global_batch_size) (0 = off, use max_steps)", min=0)
     seed: int = field(1234, help="seed for init, data order and dropout")
     precision: str = field("bf16", help="fp32, bf16 or fp16 (fp16 only on GPU, with loss scaling)", choices=PRECISIONS)
     zero_stage: int = field(1, help="DeepSpeed ZeRO stage 0-3", choices=(0, 1, 2, 3))
@@ -90,6 +92,11 @@ class TrainConfig:
         return out
 
 
+# fine-tuning caps optim.warmup_steps at this fraction of the run's steps (a recipe's pretraining-sized
+# warmup would otherwise spend most of a short fine-tune below the peak learning rate)
+FINETUNE_WARMUP_FRACTION = 0.1
+
+
 @dataclass
 class OptimConfig:
     lr: float = field(3e-4, help="peak learning rate", gt=0)
@@ -100,7 +107,7 @@ class OptimConfig:
     beta2: float = field(0.95, help="Adam beta2", min=0)
     eps: float = field(1e-8, help="Adam epsilon", gt=0)
     schedule: str = field("cosine", help="cosine, linear, constant or wsd (warmup-stable-decay)", choices=SCHEDULES)
-    warmup_steps: int = field(100, help="linear warmup steps", min=0)
+    warmup_steps: int = field(100, help=f"linear warmup steps (fine-tuning clips it to {FINETUNE_WARMUP_FRACTION:.0%} of the run, with a notice)", min=0)
     decay_fraction: float = field(0.2, help="wsd: fraction of steps in the final decay", min=0)
 
     def check(self) -> list[str]:
@@ -136,15 +143,28 @@ class LoggingConfig:
 
 @dataclass
 class FinetuneConfig:
-    task: str = field("sft", help="sft (prompt/response, loss on responses) or classification", choices=("sft", "classification"))
+    task: str = field("sft", help="the fine-tuning objective, a module of llmtrain/objectives: sft (loss on "
+                                  "assistant/response tokens) or classification")
     init: str | None = field(None, help="llmtrain checkpoint (run dir or step dir) or a local Hugging Face Llama directory")
-    dataset: str = field("", help="sft: jsonl path or a named set (chatterbot); classification: csv/jsonl path or a named set (rotten_tomatoes)")
+    dataset: str = field("", help="a named set (sft: chatterbot; classification: rotten_tomatoes), a .jsonl/.json/.csv/"
+                                  ".parquet/.arrow file, a save_to_disk directory, or a directory of train/validation/"
+                                  "test files in those formats")
+    record_format: str = field("auto", help="sft: row layout: prompt_response, messages (OpenAI role/content), sharegpt "
+                                            "(conversations of from/value), alpaca (instruction/input/output); auto "
+                                            "picks per row from the fields present",
+                               choices=("auto", "prompt_response", "messages", "sharegpt", "alpaca"))
+    prompt_field: str = field("prompt", help="sft: column with the prompt of prompt/response rows")
+    response_field: str = field("response", help="sft: column with the response of prompt/response rows")
+    messages_field: str | None = field(None, help="sft: column with the conversation (null = messages for OpenAI "
+                                                  "rows, conversations for ShareGPT rows)")
+    csv_encoding: str = field("utf-8", help="text encoding of .csv files (e.g. utf-8-sig, latin-1, cp1252)")
     text_field: str = field("text", help="classification: column with the text")
     label_field: str = field("label", help="classification: column with the label")
     labels: list[str] | None = field(None, help="classification: label names in index order (null = sorted distinct labels)")
     pooling: str = field("last", help="classification: last (final non-pad token) or mean", choices=("last", "mean"))
     packing: bool = field(False, help="sft: pack several examples per sequence with document masking")
-    chat_template: str = field("<|user|>\n{prompt}\n<|assistant|>\n", help="sft: prompt template; {prompt} is replaced")
+    chat_template: str = field("<|user|>\n{prompt}\n<|assistant|>\n", help="sft: prompt format used when the tokenizer "
+                               "has no Jinja chat template of its own; {prompt} is replaced by the user's text")
     validation_fraction: float = field(0.1, help="held-out fraction when the dataset has no split", min=0)
     lora: LoraConfig = field(default_factory=LoraConfig, help="low-rank adaptation settings")
 

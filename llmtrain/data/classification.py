@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from llmtrain.data.record_layouts import ORIGIN_KEY, where_of
 from llmtrain.data.sft import IGNORE_INDEX, TextTokenizer
 from llmtrain.errors import DataError
 
@@ -28,14 +29,14 @@ def label_names(train: Sequence[dict[str, Any]], label_field: str, given: list[s
     return sorted(values)
 
 
-def label_index(value: Any, names: list[str]) -> int:
-    """Index of ``value``: its name, or an integer index into ``names``."""
+def label_index(value: Any, names: list[str], where: str = "a record") -> int:
+    """Index of ``value``: its name, or an integer index into ``names``; DataError naming ``where`` otherwise."""
     s = str(value)
     if s in names:
         return names.index(s)
     if s.lstrip("-").isdigit() and 0 <= int(s) < len(names):
         return int(s)
-    raise DataError(f"label {value!r} is not one of {names}; fix the data or finetune.labels")
+    raise DataError(f"{where}: label {value!r} is not one of {names}; fix the data or finetune.labels")
 
 
 def encode_classification(records: Sequence[dict[str, Any]], tokenizer: TextTokenizer, names: list[str], *,
@@ -44,9 +45,9 @@ def encode_classification(records: Sequence[dict[str, Any]], tokenizer: TextToke
     out = []
     for n, r in enumerate(records):
         if text_field not in r or label_field not in r:
-            raise DataError(f"record {n} has fields {sorted(r)}; expected {text_field!r} and {label_field!r} "
-                            f"(set finetune.text_field / finetune.label_field)")
+            raise DataError(f"{where_of(r, n)} has fields {sorted(k for k in r if k != ORIGIN_KEY)}; expected "
+                            f"{text_field!r} and {label_field!r} (set finetune.text_field / finetune.label_field)")
         bos = tokenizer.bos_prefix
         ids = bos + tokenizer.encode(str(r[text_field]))[: seq_len - 1 - len(bos)] + [tokenizer.eos_id]
-        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * len(ids), "class_label": label_index(r[label_field], names)})
+        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * len(ids), "class_label": label_index(r[label_field], names, where_of(r, n))})
     return out

@@ -1,4 +1,4 @@
-"""Raw fine-tuning datasets: the shipped named sets and the user's own jsonl/csv files.
+"""Raw fine-tuning datasets: the shipped named sets and the user's own files (jsonl, json, csv, parquet, arrow, save_to_disk).
 
 Everything here returns plain records split into ``train``/``validation``/``test``; tokenization
 lives in :mod:`llmtrain.data.sft` and :mod:`llmtrain.data.classification`.
@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 
 from llmtrain.data.fetch import pip_download
+from llmtrain.data.record_files import BUILDERS, is_saved_dataset, read_file, read_saved
+from llmtrain.data.record_layouts import ORIGIN_KEY
 from llmtrain.errors import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -96,44 +98,41 @@ def chatterbot(validation_fraction: float = 0.1) -> Records:
     return split_by_key(records, lambda r: r["key"], validation=validation_fraction, test=0.0)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``.jsonl`` (one JSON object a line) or ``.csv`` (header row) file."""
-    if not path.is_file():
-        raise DataError(f"dataset file {path} does not exist; give finetune.dataset as a .jsonl/.csv path, "
-                        f"a directory with train/validation/test files, or a named set")
-    if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    if path.suffix in (".jsonl", ".json"):
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n} is not valid JSON ({e.msg}); write one JSON object per line") from None
-        return rows
-    raise DataError(f"dataset file {path} has suffix {path.suffix!r}; use .jsonl or .csv")
+def load_records(dataset: str, validation_fraction: float = 0.1, *, encoding: str = "utf-8") -> Records:
+    """Records of a named set, a single file or ``save_to_disk`` Dataset (a validation part is hash-split
+    off), a ``save_to_disk`` DatasetDict, or a directory of ``train``/``validation``/``test`` files.
 
-
-def load_records(dataset: str, validation_fraction: float = 0.1) -> Records:
-    """Records of a named set, a single file (hash-split off a validation part) or a split directory."""
+    Files are read by :mod:`llmtrain.data.record_files`; each row carries its origin for error messages.
+    """
     named = {"rotten_tomatoes": rotten_tomatoes, "chatterbot": lambda: chatterbot(validation_fraction)}
     if dataset in named:
         return named[dataset]()
     path = Path(dataset).expanduser()
-    if path.is_dir():
-        out: Records = {s: [] for s in SPLITS}
+    if is_saved_dataset(path):
+        saved = read_saved(path)
+        if set(saved) == {"train"}:
+            return _hash_split(saved["train"], validation_fraction)
+        out: Records = {s: saved.get(s, []) for s in SPLITS}
+    elif path.is_dir():
+        out = {s: [] for s in SPLITS}
         for split in SPLITS:
-            files = [path / f"{split}{ext}" for ext in (".jsonl", ".csv")]
-            hit = [f for f in files if f.is_file()]
+            hit = [path / f"{split}{ext}" for ext in BUILDERS if (path / f"{split}{ext}").is_file()]
             if hit:
-                out[split] = read_records(hit[0])
-        if not out["train"]:
-            raise DataError(f"{path} has no train.jsonl or train.csv; a dataset directory needs at least a train file")
-        return out
-    if not path.exists():
+                out[split] = read_file(hit[0], encoding=encoding)
+    elif path.exists():
+        return _hash_split(read_file(path, encoding=encoding), validation_fraction)
+    else:
         raise DataError(f"finetune.dataset {dataset!r} is neither a named set ({', '.join(named)}) nor an existing "
                         f"path; fix the name or the path")
-    rows = read_records(path)
-    return split_by_key(rows, lambda r: json.dumps(r, sort_keys=True), validation=validation_fraction, test=0.0)
+    if not out["train"]:
+        raise DataError(f"{path} has no train split (train{'/train'.join(BUILDERS)} or a save_to_disk 'train'); "
+                        f"a dataset directory needs at least training rows")
+    return out
+
+
+def _hash_split(rows: list[dict[str, Any]], validation_fraction: float) -> Records:
+    """A validation part by the hash of each row's content (its origin excluded, so moving the file keeps it)."""
+    def key(r: dict[str, Any]) -> str:
+        return json.dumps({k: v for k, v in r.items() if k != ORIGIN_KEY}, sort_keys=True, default=str)
+
+    return split_by_key(rows, key, validation=validation_fraction, test=0.0)

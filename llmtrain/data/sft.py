@@ -1,17 +1,18 @@
-"""Supervised fine-tuning examples: chat template, response-only labels, optional packing.
+"""Supervised fine-tuning examples: chat template, assistant-only labels, optional packing.
 
-A record is ``{"prompt": ..., "response": ...}`` or ``{"messages": [{"role", "content"}, ...]}``
-whose last message is the assistant's. The prompt side is rendered with the chat template
-(``finetune.chat_template``, ``{prompt}`` = the user's text); earlier turns are rendered as
-template + reply + newline, a system message goes first on its own line. The token sequence is
+Rows of any layout (:mod:`llmtrain.data.record_layouts`: prompt/response, OpenAI messages, ShareGPT,
+Alpaca) become a prompt/response pair or a conversation. Training uses each example pre-shifted
+(``input_ids = seq[:-1]``, ``labels = seq[1:]``) with labels -100 wherever the assistant is not
+speaking, so the loss covers assistant content and its end token only.
 
-    BOS  template(prompt)  response  EOS
-
-and training uses it pre-shifted (``input_ids = seq[:-1]``, ``labels = seq[1:]``) with labels -100
-everywhere on the prompt side, so the loss covers the response tokens and the EOS only.
-
-The template is saved with the model (``llmtrain.modelio.layout.CHAT_TEMPLATE_FILE``) so generation
-formats prompts exactly as training did.
+- A tokenizer with a Jinja chat template (Llama-3, Qwen, ...) renders every record with it and
+  every assistant turn is trained (:func:`llmtrain.data.chat.template_conversation`); the template
+  travels with the tokenizer files into checkpoints and exports.
+- Otherwise ``finetune.chat_template`` (``{prompt}`` = the user's text) is the format: a pair is
+  ``BOS template(prompt) response EOS``; a conversation is ``BOS [system "\n"] template(user)
+  assistant EOS ...`` with every assistant turn trained. The format string is saved with the model
+  (``llmtrain.modelio.layout.CHAT_TEMPLATE_FILE``) so generation formats prompts as training did,
+  and as an equivalent Jinja template (:func:`llmtrain.data.chat.format_to_jinja`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from llmtrain.data.chat import (
+    IGNORE_INDEX,
+    format_conversation,
+    shifted_window,
+    template_conversation,
+    tokenizer_template,
+)
+from llmtrain.data.record_layouts import sft_record, where_of
 from llmtrain.errors import DataError
 
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "encode_example", "encode_sft", "pack_examples", "prompt_and_response"]
 
 
 class TextTokenizer(Protocol):
@@ -89,12 +98,29 @@ def encode_example(tokenizer: TextTokenizer, prompt: str, response: str, seq_len
     return {"input_ids": seq[:-1], "labels": labels}
 
 
-def encode_sft(records: Sequence[dict[str, Any]], tokenizer: TextTokenizer, template: str,
-               seq_len: int) -> list[dict[str, list[int]]]:
-    """Encode every record; records whose response cannot fit are dropped."""
+def encode_sft(records: Sequence[dict[str, Any]], tokenizer: TextTokenizer, template: str, seq_len: int, *,
+               layout: str = "auto", prompt_field: str = "prompt", response_field: str = "response",
+               messages_field: str | None = None) -> list[dict[str, list[int]]]:
+    """Encode every record (any layout of :mod:`llmtrain.data.record_layouts`); records that cannot fit are dropped.
+
+    With a tokenizer chat template every record is a conversation rendered by it (a prompt/response
+    pair is one user and one assistant message); without one, prompt/response pairs use
+    :func:`encode_example` and conversations :func:`llmtrain.data.chat.format_conversation`.
+    """
+    jinja = tokenizer_template(tokenizer)
     out = []
-    for rec in records:
-        ex = encode_example(tokenizer, *prompt_and_response(rec, template), seq_len)
+    for n, row in enumerate(records):
+        where = where_of(row, n)
+        rec = sft_record(row, where, layout=layout, prompt_field=prompt_field, response_field=response_field,
+                         messages_field=messages_field)
+        if jinja is None and "prompt" in rec:
+            ex = encode_example(tokenizer, render_template(template, rec["prompt"]), rec["response"], seq_len)
+        else:
+            msgs = rec.get("messages") or [{"role": "user", "content": rec["prompt"]},
+                                           {"role": "assistant", "content": rec["response"]}]
+            ids, mask = (template_conversation(tokenizer, msgs, where) if jinja is not None  # type: ignore[arg-type]
+                         else format_conversation(tokenizer, msgs, template))  # type: ignore[arg-type]
+            ex = shifted_window(ids, mask, seq_len)
         if ex is not None:
             out.append(ex)
     return out

@@ -89,6 +89,17 @@ class Tokenizer:
             return self._backend.encode(texts)
         return self._backend(texts, add_special_tokens=False)["input_ids"]
 
+    @property
+    def chat_template(self) -> str | None:
+        """A Hugging Face tokenizer's Jinja chat template (None without one, and for SentencePiece)."""
+        return getattr(self._backend, "chat_template", None) if self.kind == "hf" else None
+
+    def apply_chat_template(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> list[int]:
+        """The ids of ``messages`` rendered with :attr:`chat_template`, exactly as transformers gives them."""
+        out = self._backend.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
+                                                return_dict=False)
+        return [int(i) for i in out]
+
     def decode(self, ids: list[int]) -> str:
         ids = [int(i) for i in ids]
         if self.kind == "sentencepiece":

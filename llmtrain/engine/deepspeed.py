@@ -175,8 +175,18 @@ class DeepSpeedEngine:
                 make_universal(step_dir)
             barrier()
             tag = step_dir.name + UNIVERSAL_SUFFIX
-        path, _ = self._ds.load_checkpoint(str(run_dir), tag=tag, load_optimizer_states=True,
-                                           load_lr_scheduler_states=True)
+        try:
+            path, _ = self._ds.load_checkpoint(str(run_dir), tag=tag, load_optimizer_states=True,
+                                               load_lr_scheduler_states=True)
+        except AssertionError as e:  # DeepSpeed asserts on files it does not find or cannot match
+            if reshard:  # a universal folder that cannot be loaded is not kept for the next attempt
+                barrier()
+                if is_rank0():
+                    shutil.rmtree(run_dir / tag, ignore_errors=True)
+            raise CheckpointError(
+                f"DeepSpeed could not load {run_dir / tag} (AssertionError {e}); resume with the train.zero_stage "
+                f"and world size the checkpoint was written with ({step_dir / 'trainer_state.json'} records them)"
+            ) from e
         if path is None:
             raise CheckpointError(f"DeepSpeed could not load {run_dir / tag}; the checkpoint is incomplete or damaged")
 
@@ -196,18 +206,51 @@ def universal_config(ds_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_universal(step_dir: Path) -> Path:
-    """Convert a DeepSpeed checkpoint to the universal format (for another data-parallel size)."""
+    """Convert a DeepSpeed ZeRO 1-3 checkpoint to the universal format (another data-parallel size or stage).
+
+    ``ds_to_universal`` writes the fp32 weights and Adam moments per parameter (``zero/``), which any
+    stage loads, but copies the metadata file under the source stage's name only: ZeRO-1/2 look for
+    ``mp_rank_00_model_states.pt``, ZeRO-3 for ``zero_pp_rank_0_mp_rank_00_model_states.pt``. With a
+    universal load DeepSpeed reads only counters, scheduler and client state from it (the weights come
+    from ``zero/``), so both names are provided and either stage can resume. The conversion runs into
+    ``<tag>_universal.tmp`` and is renamed when complete; a failure leaves nothing behind (no partial
+    folder, no ``latest_universal`` naming one).
+    """
     out = step_dir.with_name(step_dir.name + UNIVERSAL_SUFFIX)
-    if (out / "zero").is_dir() or (out / ".complete").exists():
+    if (out / _COMPLETE).exists():
+        _add_model_state_names(out)
         return out
     tmp = step_dir.with_name(step_dir.name + UNIVERSAL_SUFFIX + ".tmp")
+    shutil.rmtree(out, ignore_errors=True)  # an incomplete folder of an older version or a crash
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(step_dir),
            "--output_folder", str(tmp), "--inject_missing_state", "--num_extract_workers", "1", "--num_merge_workers", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")})
-    if proc.returncode != 0:
-        raise CheckpointError(f"converting {step_dir} to a universal checkpoint failed:\n{proc.stderr[-2000:]}")
-    # ds_to_universal writes a `latest_universal` file beside the folder; the folder is what we load
-    (tmp / ".complete").write_text("")
-    os.replace(tmp, out)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env={**os.environ, "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")})
+        if proc.returncode != 0:
+            raise CheckpointError(
+                f"converting {step_dir} to a universal checkpoint (to resume on another data-parallel size or ZeRO "
+                f"stage) failed; nothing was kept. Resume with the original train.zero_stage and world size "
+                f"({step_dir / 'trainer_state.json'} records them), or start a new run. DeepSpeed said:\n"
+                f"{proc.stderr[-2000:]}")
+        _add_model_state_names(tmp)
+        (tmp / _COMPLETE).write_text("")
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # ds_to_universal's pointer to the folder it wrote (ours is loaded by tag): never left behind
+        (step_dir.parent / "latest_universal").unlink(missing_ok=True)
     return out
+
+
+_COMPLETE = ".complete"
+_STAGE12_STATES = "mp_rank_00_model_states.pt"
+_STAGE3_STATES = "zero_pp_rank_0_mp_rank_00_model_states.pt"
+
+
+def _add_model_state_names(universal_dir: Path) -> None:
+    """Give the universal folder's metadata file the names both ZeRO-1/2 and ZeRO-3 look for."""
+    for have, want in ((_STAGE12_STATES, _STAGE3_STATES), (_STAGE3_STATES, _STAGE12_STATES)):
+        if (universal_dir / have).is_file() and not (universal_dir / want).exists():
+            shutil.copy2(universal_dir / have, universal_dir / want)

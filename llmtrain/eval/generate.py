@@ -83,9 +83,17 @@ def format_prompt(prompt: str, chat_template: str | None) -> str:
 
 
 def generate_text(model: nn.Module, tokenizer, prompt: str, cfg: SamplingConfig, *,
-                  chat_template: str | None = None) -> str:
-    """Decode the continuation of ``prompt`` (BOS prepended as in training, if the tokenizer has one; EOS stripped)."""
-    ids = tokenizer.encode_sequence(format_prompt(prompt, chat_template))
+                  chat_template: str | None = None, tokenizer_template: bool = False) -> str:
+    """Decode the continuation of ``prompt`` (BOS prepended as in training, if the tokenizer has one; EOS stripped).
+
+    ``chat_template`` is a training format string (``{prompt}``); with ``tokenizer_template`` and a
+    tokenizer that carries its own chat template, the prompt is a user message rendered with it and
+    the generation prompt appended, as SFT rendered conversations for such tokenizers.
+    """
+    if tokenizer_template and not chat_template and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+    else:
+        ids = tokenizer.encode_sequence(format_prompt(prompt, chat_template))
     new = generate_ids(model, ids, cfg, eos_id=tokenizer.eos_id if tokenizer.eos_id >= 0 else None)
     if new and new[-1] == tokenizer.eos_id:
         new = new[:-1]

@@ -4,8 +4,9 @@ An objective is everything that differs between "what is learned": how records b
 how examples become a batch, the model (or head) to train, the loss, the held-out metrics during
 training and in ``llmtrain eval``, and the files a checkpoint carries for it. The loop, the
 commands and the evaluation report only talk to this interface, so adding an objective (DPO,
-multi-turn chat) is adding one module that subclasses :class:`Objective`, decorates it with
-:func:`register`, and is named in :data:`BUILTIN` (imported on first lookup).
+multi-turn chat) is adding one module to this package that subclasses :class:`Objective` and
+decorates it with :func:`register`: every module of the package is imported on the first lookup
+(not at package import: the objectives import evaluation code, which imports the losses here).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class Objective(ABC):
 
 # The objectives that ship with llmtrain, imported by get()/names() on first use (not at package
 # import: they import eval, whose perplexity imports objectives.losses). A new one is one more line.
-BUILTIN = ("llmtrain.objectives.pretrain", "llmtrain.objectives.sft", "llmtrain.objectives.classification")
+# modules of this package that hold shared code rather than an objective
+SUPPORT_MODULES = ("base", "losses", "finetune_common", "finetune_schedule")
 _REGISTRY: dict[str, type[Objective]] = {}
 ObjectiveClass = TypeVar("ObjectiveClass", bound=type[Objective])
 
@@ -120,5 +122,9 @@ def names() -> list[str]:
 
 
 def _import_builtins() -> None:
-    for module in BUILTIN:
-        importlib.import_module(module)  # each registers its objective class
+    import pkgutil
+    from pathlib import Path
+
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name not in SUPPORT_MODULES and not info.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{info.name}")  # each registers its objective class

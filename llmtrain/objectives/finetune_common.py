@@ -33,6 +33,7 @@ from llmtrain.modelio.hf.families import source_config_files
 from llmtrain.modelio.layout import ADAPTER_SETTINGS, ADAPTER_WEIGHTS
 from llmtrain.modelio.load import LoadedModel, load_model
 from llmtrain.objectives.base import EncodedData, Evaluator, Objective
+from llmtrain.objectives.finetune_schedule import clip_warmup, settle_max_steps
 from llmtrain.training.task import Batch, TrainingTask
 
 log = get_logger(__name__)
@@ -78,9 +79,10 @@ class FinetuneObjective(Objective):
     def read(self, ft: FinetuneConfig, tokenizer: TextTokenizer, *, seq_len: int) -> EncodedData:
         """``ft.dataset``'s records, encoded by this objective (identical on every rank)."""
         if not ft.dataset:
-            raise DataError("finetune.dataset is empty; set it to a named set (rotten_tomatoes, chatterbot) "
-                            "or a .jsonl/.csv path")
-        return self.encode(load_records(ft.dataset, ft.validation_fraction), ft, tokenizer, seq_len=seq_len)
+            raise DataError("finetune.dataset is empty; set it to a named set (rotten_tomatoes, chatterbot), "
+                            "a .jsonl/.json/.csv/.parquet/.arrow file or a save_to_disk directory")
+        records = load_records(ft.dataset, ft.validation_fraction, encoding=ft.csv_encoding)
+        return self.encode(records, ft, tokenizer, seq_len=seq_len)
 
     def build_model(self, backbone: nn.Module, data: EncodedData, ft: FinetuneConfig, *, pad_id: int,
                     seed: int) -> tuple[nn.Module, dict[str, Any] | None]:
@@ -122,6 +124,8 @@ class FinetuneObjective(Objective):
         ft, t, tok = cfg.finetune, cfg.train, loaded.tokenizer
         pad_id = tok.pad_id if tok.pad_id >= 0 else tok.eos_id
         data = self.read(ft, tok, seq_len=t.seq_len)
+        # before the trainer builds the LR schedule from cfg.train.max_steps
+        clip_warmup(cfg.optim, settle_max_steps(t, len(data.splits["train"])))
         backbone = loaded.model.float().train()
         if ft.lora.enabled:
             apply_lora(backbone, ft.lora)

@@ -1,8 +1,10 @@
 """Supervised fine-tuning: next-token loss on the responses of prompt/response (or chat) records.
 
-Records are rendered with ``finetune.chat_template`` and labelled on the response side only
-(:mod:`llmtrain.data.sft`); training rows may be packed with document masking. The template is
-saved into every checkpoint so generation formats prompts exactly as training did.
+Records are rendered with the tokenizer's Jinja chat template when it has one, else with
+``finetune.chat_template``, and labelled on assistant turns only (:mod:`llmtrain.data.sft`); training
+rows may be packed with document masking. The tokenizer's template travels with its files; a format
+string is saved into every checkpoint (``chat_template.txt`` for generation, ``chat_template.jinja``
+for Hugging Face users) so prompts are formatted exactly as training did.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 
 from llmtrain.config.roots import EvalRunConfig
 from llmtrain.config.schema import FinetuneConfig
+from llmtrain.data.chat import JINJA_TEMPLATE_FILE, format_to_jinja, tokenizer_template
 from llmtrain.data.finetune_loader import eval_batches
 from llmtrain.data.finetune_sets import SPLITS, Records
 from llmtrain.data.sft import TextTokenizer, encode_sft, pack_examples
@@ -31,7 +34,12 @@ from llmtrain.training.task import Batch
 
 @dataclass
 class SftData(EncodedData):
-    chat_template: str | None = None
+    chat_template: str | None = None  # the format string, when it (not the tokenizer's template) was used
+    jinja_template: str | None = None  # the same format as a Jinja chat template, for Hugging Face users
+    template_source: str = "finetune.chat_template"
+
+    def summary(self) -> str:
+        return f"{super().summary()}; chat format from {self.template_source}"
 
 
 @register
@@ -41,14 +49,20 @@ class Sft(FinetuneObjective):
     name = "sft"
 
     def encode(self, records: Records, ft: FinetuneConfig, tokenizer: TextTokenizer, *, seq_len: int) -> SftData:
-        splits = {s: encode_sft(records[s], tokenizer, ft.chat_template, seq_len) for s in SPLITS}
+        splits = {s: encode_sft(records[s], tokenizer, ft.chat_template, seq_len, layout=ft.record_format,
+                                prompt_field=ft.prompt_field, response_field=ft.response_field,
+                                messages_field=ft.messages_field) for s in SPLITS}
         if ft.packing:
             # Only training rows are packed; held-out splits stay one example per row so their loss is
             # comparable between packed and unpacked runs.
             splits["train"] = pack_examples(splits["train"], seq_len)
         if not splits["train"]:
             raise DataError(f"no SFT example of {ft.dataset!r} fits in seq_len {seq_len}; raise train.seq_len")
-        return SftData(splits, records, chat_template=ft.chat_template)
+        if tokenizer_template(tokenizer) is not None:
+            # the tokenizer's own template rendered the data and travels with its files: no format string
+            return SftData(splits, records, chat_template=None, template_source="tokenizer")
+        jinja = format_to_jinja(ft.chat_template, add_bos=bool(tokenizer.bos_prefix))
+        return SftData(splits, records, chat_template=ft.chat_template, jinja_template=jinja)
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         return causal_lm_loss(model, batch)
@@ -59,8 +73,12 @@ class Sft(FinetuneObjective):
         return {"loss": m["loss"], "ppl": m["ppl"]}
 
     def export_files(self, data: EncodedData) -> dict[str, str]:
-        template = data.chat_template if isinstance(data, SftData) else None
-        return {CHAT_TEMPLATE_FILE: template} if template else {}
+        if not isinstance(data, SftData) or not data.chat_template:
+            return {}
+        files = {CHAT_TEMPLATE_FILE: data.chat_template}
+        if data.jinja_template:
+            files[JINJA_TEMPLATE_FILE] = data.jinja_template
+        return files
 
     def evaluate(self, loaded: LoadedModel, cfg: EvalRunConfig, *, device: torch.device) -> dict[str, Any]:
         """``{"sft": {split: loss/ppl/tokens}}`` over every held-out split of ``cfg.finetune.dataset``."""

@@ -35,6 +35,7 @@ from llmtrain.config.loader import dump_yaml
 from llmtrain.distributed.collectives import barrier, is_rank0
 from llmtrain.distributed.logging import get_logger
 from llmtrain.engine.base import Engine
+from llmtrain.engine.resume import refuse_another_zero_stage
 from llmtrain.errors import CheckpointError
 from llmtrain.fsutil import atomic_write_text
 from llmtrain.modelio.layout import (
@@ -99,6 +100,7 @@ class CheckpointManager:
             return None
         state = read_state(step_dir)
         self._check_compatible(step_dir, state, task)
+        refuse_another_zero_stage(step_dir, state.get("zero_stage", zero_stage), zero_stage)
         reshard = zero_stage > 0 and (state["dp_size"] != self.world_size or state["zero_stage"] != zero_stage)
         return ResumePoint(step_dir, state, reshard)
 

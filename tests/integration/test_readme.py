@@ -101,7 +101,7 @@ def translate(cmd: str, ws: Workspace) -> list[str] | None:
         if sub == "eval":
             return ["llmtrain", *argv[1:], "--set", "eval.batches=2", "--lm-eval-limit", "20"] if "--lm-eval" in argv \
                 else ["llmtrain", *argv[1:], "--set", "eval.batches=2"]
-        if sub in ("mixture", "export", "generate", "bigbench", "import-hf"):
+        if sub in ("mixture", "export", "generate", "bigbench", "import-hf", "plan"):
             return ["llmtrain", *argv[1:]]
         raise AssertionError(f"README command not handled by the README test: {cmd}")
     port = str(free_port())

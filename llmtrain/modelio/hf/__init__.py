@@ -38,14 +38,31 @@ __all__ = ["expected_shapes", "export_hf", "export_tokenizer", "from_hf_state_di
            "source_config_files", "special_token_ids", "to_hf_state_dict", "write_generation_config"]
 
 
-def _parse_size(size: int | str) -> int:
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+SIZE_FORMS = "a byte count or a number with K/M/G/T (powers of 1000: 5G = 5GB) or KiB/MiB/GiB/TiB (powers of 1024)"
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes in a shard-size limit: ``5G``, ``5GB``, ``5gb``, ``2.5GB`` (powers of 1000, as Hugging Face
+    reads ``max_shard_size``), ``5GiB`` (powers of 1024) or a byte count.
+
+    ``5G`` means what a user typing it means (5 GB): refusing it sent people to a traceback. Raises
+    ValueError naming the value and the accepted forms; zero, negative, NaN and infinite sizes too.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        raise ValueError(f"max_shard_size {size!r} is not a size; use {SIZE_FORMS}")
     if isinstance(size, int):
+        if size < 1:
+            raise ValueError(f"max_shard_size {size} must be >= 1 byte")
         return size
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*", size, re.IGNORECASE)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt]i?)b?|(b))?\s*", size, re.IGNORECASE)
     if not m:
-        raise ValueError(f"max_shard_size {size!r} is not a size like '2GB', '500MB' or a byte count")
-    units = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-    return int(float(m.group(1)) * units.get((m.group(2) or "").lower(), 1))
+        raise ValueError(f"max_shard_size {size!r} is not a size; use {SIZE_FORMS}, e.g. 5GB, 500MB, 2GiB")
+    n = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+    if n < 1:
+        raise ValueError(f"max_shard_size {size!r} is below 1 byte; use {SIZE_FORMS}, e.g. 5GB")
+    return n
 
 
 def save_safetensors(sd: dict[str, torch.Tensor], out_dir: Path, max_shard_size: int | str = "2GB",
@@ -53,7 +70,7 @@ def save_safetensors(sd: dict[str, torch.Tensor], out_dir: Path, max_shard_size:
     """Write ``<prefix>.safetensors``, or numbered shards plus ``<prefix>.safetensors.index.json``."""
     from safetensors.torch import save_file
 
-    limit = _parse_size(max_shard_size)
+    limit = parse_size(max_shard_size)
     shards: list[dict[str, torch.Tensor]] = [{}]
     used = 0
     for name, t in sd.items():

@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from llmtrain.data.chat import JINJA_TEMPLATE_FILE
 from llmtrain.data.tokenizer import SP_MODEL, Tokenizer, is_tokenizer_dir, load_tokenizer, tokenizer_files
 from llmtrain.distributed.logging import get_logger
 from llmtrain.errors import CheckpointError
@@ -156,3 +157,24 @@ def _with_eos(base: int | list[int] | None, eos: int) -> int | list[int]:
         return eos
     ends = base if isinstance(base, list) else [base]
     return ends if eos in ends else [eos, *ends]
+
+
+def carry_chat_template(meta_dir: str | Path, out_dir: str | Path) -> bool:
+    """Give the export the Jinja chat template training used, when its tokenizer has none of its own.
+
+    A fine-tune of a template-less tokenizer trained on ``finetune.chat_template`` and saved that
+    format as ``chat_template.jinja`` beside the weights; without it here, transformers'
+    ``apply_chat_template`` on the export would fail or render a different prompt. Written both as the
+    ``chat_template.jinja`` file (what recent transformers reads first) and ``tokenizer_config.json``'s
+    ``chat_template`` (what older versions read). Returns whether it wrote one.
+    """
+    src, out = Path(meta_dir) / JINJA_TEMPLATE_FILE, Path(out_dir)
+    config_path = out / "tokenizer_config.json"
+    config: dict[str, Any] = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if not src.is_file() or config.get("chat_template") or (out / JINJA_TEMPLATE_FILE).is_file():
+        return False
+    template = src.read_text(encoding="utf-8")
+    (out / JINJA_TEMPLATE_FILE).write_text(template, encoding="utf-8")
+    config["chat_template"] = template
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    return True

@@ -83,3 +83,48 @@ def test_sigint_checkpoints_like_sigterm_and_the_relaunch_matches(tiny_data, tmp
     assert got.keys() == reference_losses.keys()
     for step, loss in reference_losses.items():
         assert got[step] == pytest.approx(loss, rel=1e-5, abs=1e-5), step
+
+
+def _accelerate(port: int) -> list[str]:
+    return ["accelerate", "launch", "--config_file", "launch/accelerate/cpu_2proc.yaml", "--multi_gpu",
+            "--num_processes", "2", "--main_process_port", str(port)]
+
+
+def _deepspeed(port: int) -> list[str]:
+    return ["deepspeed", "--num_gpus", "2", "--master_port", str(port)]
+
+
+@pytest.mark.parametrize("launcher", [pytest.param(_accelerate, id="accelerate"),
+                                      pytest.param(_deepspeed, id="deepspeed")])
+def test_sigterm_through_launch_preemptible_exits_75_and_the_relaunch_matches(launcher, tiny_data, tmp_path,
+                                                                               reference_losses):
+    """accelerate exits 1 and the deepspeed runner dies of SIGTERM (143) without telling its workers:
+    launch/preemptible.sh turns a signal into a checkpoint on every worker and exit code 75."""
+    import subprocess
+    import time
+
+    from clitools import BIN, FAULT_ENTRY, ROOT, cli_env, free_port, run_cli
+
+    args = tiny_train_args(tiny_data, tmp_path, "checkpoint.every=2")
+    run_dir = tmp_path / "t"
+    env = cli_env(LLMTRAIN_FAULT="step_delay_s=0.4", ACCELERATE_USE_CPU="1")
+    prefix = launcher(free_port())
+    cmd = [str(ROOT / "launch" / "preemptible.sh"), str(BIN / prefix[0]), *prefix[1:], FAULT_ENTRY, *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while logged_steps(run_dir) < 3:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no step 3 within 180 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
+    assert "SIGUSR1 received: checkpoint" in out and "exiting with code 75" in out
+    assert "preemptible.sh: SIGTERM received" in err and "exiting with 75 so the job can be requeued" in err
+    stopped = int(latest(run_dir).removeprefix("step_"))
+    assert 3 <= stopped < 8
+
+    module = ["--module", "llmtrain"] if prefix[0] == "deepspeed" else ["-m", "llmtrain"]
+    again = run_cli([*launcher(free_port()), *module, *args], env=cli_env(ACCELERATE_USE_CPU="1"))
+    assert f"at step {stopped}" in again.stdout
+    assert losses_by_step(run_dir) == reference_losses  # the launchers reproduce torchrun's losses exactly

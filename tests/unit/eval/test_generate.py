@@ -103,3 +103,31 @@ def test_lm_eval_hflm_log_likelihoods_equal_ours_on_an_export(tiny_model, sp_tok
         ours = float(steps.gather(-1, torch.tensor(cont)[:, None]).sum())
         assert abs(logprob - ours) < 1e-4, (context, logprob, ours)
         assert greedy == (steps.argmax(-1).tolist() == cont)
+
+
+def test_generate_renders_the_prompt_with_the_tokenizers_chat_template(tmp_path):
+    """A chat model's own template (as SFT used it) frames the prompt; --raw (no template) does not."""
+    from chattools import save_chat_model
+
+    from llmtrain.eval.generate import generate_text
+    from llmtrain.modelio.load import load_model
+
+    loaded = load_model(save_chat_model(tmp_path / "chat"))
+    tok, cfg = loaded.tokenizer, SamplingConfig(max_new_tokens=3)
+    seen: list[list[int]] = []
+
+    def recording(model, ids, sampling, eos_id=None):
+        seen.append(list(ids))
+        return []
+
+    import llmtrain.eval.generate as gen
+
+    original, gen.generate_ids = gen.generate_ids, recording
+    try:
+        generate_text(loaded.model, tok, "hi there", cfg, tokenizer_template=True)
+        generate_text(loaded.model, tok, "hi there", cfg, tokenizer_template=False)
+    finally:
+        gen.generate_ids = original
+    want = tok.apply_chat_template([{"role": "user", "content": "hi there"}], add_generation_prompt=True)
+    assert seen[0] == want and tok.decode(seen[0]).endswith("<|im_start|>assistant\n")
+    assert seen[1] == tok.encode_sequence("hi there")

@@ -33,7 +33,8 @@ def test_packing_touches_only_the_training_split_and_the_template_is_exported(tm
     assert isinstance(data, SftData)
     assert all("doc_ids" in row for row in data.splits["train"]) and len(data.splits["train"]) < 42
     assert data.splits["validation"] and not any("doc_ids" in ex for ex in data.splits["validation"])
-    assert sft.export_files(data) == {"chat_template.txt": "Q:{prompt}\nA:"}
+    files = sft.export_files(data)
+    assert files["chat_template.txt"] == "Q:{prompt}\nA:" and set(files) == {"chat_template.txt", "chat_template.jinja"}
     batch = sft.collate(data.splits["train"][:2], pad_id=0, pad_to=32)
     assert set(batch) == {"input_ids", "labels", "attention_mask", "doc_ids"}
 
