@@ -39,6 +39,8 @@ RULES = (
                            "llmtrain.distributed.logging")),
     Rule("model I/O knows no training, evaluation, objective or engine", ("llmtrain.modelio",),
          forbidden=("llmtrain.training", "llmtrain.eval", "llmtrain.objectives", "llmtrain.engine", "deepspeed")),
+    Rule("the planner computes from configs only (no training, no engine implementation)", ("llmtrain.planning",),
+         forbidden=("llmtrain.training", "llmtrain.objectives", "llmtrain.engine.deepspeed", "llmtrain.eval")),
 )
 # Who may do what the rules above forbid to everyone else.
 EXEMPT = {
@@ -109,6 +111,7 @@ def test_every_rule_fails_on_a_module_that_breaks_it(tmp_path):
         "llmtrain/eval/bad.py": "from llmtrain.commands import train\n",
         "data_prep/bad.py": "from llmtrain.training.loop import Trainer\n",
         "llmtrain/modelio/bad.py": "from llmtrain.engine import build_engine\n",
+        "llmtrain/planning/bad.py": "from llmtrain.training.loop import Trainer\n",
         "llmtrain/engine/ok.py": "import deepspeed\n",  # the engine may
     }
     for rel, text in broken.items():
