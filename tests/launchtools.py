@@ -182,3 +182,16 @@ def session_data(root: Path) -> Path:
     if "cfg" not in _data:
         _data["cfg"] = prepare_data(root)
     return _data["cfg"]
+
+
+def slurm_env(slurm: dict[str, str], **extra: str) -> dict[str, str]:
+    """The environment of a job submitted to the local test cluster."""
+    return clean_env(**slurm, PYTHON=PYTHON, **extra)
+
+
+def sbatch(args: list[str], env: dict[str, str]) -> str:
+    """Submit with ``sbatch --parsable`` from the repository root; the job id."""
+    p = subprocess.run(["sbatch", "--parsable", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip().split(";")[0]

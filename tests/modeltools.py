@@ -28,3 +28,26 @@ def tiny_model(seed: int = 0, **over) -> Transformer:
             if name.endswith("norm.weight"):
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
+
+
+# ---- fixtures shared by tests/unit/model and tests/unit/modelio (imported by their conftest.py)
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def make_config():
+    return tiny_config
+
+
+@pytest.fixture
+def make_model():
+    return tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """The CI machine has 2 cores shared with other jobs; tiny models gain nothing from more threads."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -17,17 +17,6 @@ import pytest
 pytestmark = pytest.mark.slurm
 
 
-def _env(slurm: dict[str, str], **extra: str) -> dict[str, str]:
-    return S.clean_env(**slurm, PYTHON=S.PYTHON, **extra)
-
-
-def _sbatch(args: list[str], env: dict[str, str]) -> str:
-    p = subprocess.run(["sbatch", "--parsable", *args], cwd=S.REPO, env=env, capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0, p.stderr
-    return p.stdout.strip().split(";")[0]
-
-
 def _wait_done(job: str, env: dict[str, str], log: Path, timeout: float) -> None:
     deadline, info = time.monotonic() + timeout, {}
     while time.monotonic() < deadline:
@@ -63,10 +52,10 @@ def test_rank_killed_mid_run_restarts_in_the_allocation_and_resumes_exactly(slur
     reference = S.reference_losses(data_cfg, runs)
     log, logs = tmp_path / "job.out", tmp_path / "logs"
     args = S.train_args(data_cfg, tmp_path, "killed", every=3)[1:]
-    env = _env(slurm, MODE="per-task", LOG_DIR=str(logs), MAX_RESTARTS="2",
+    env = S.slurm_env(slurm, MODE="per-task", LOG_DIR=str(logs), MAX_RESTARTS="2",
                LLMTRAIN_FAULT="kill_at_step=3,rank=1")
     env["PYTHON"] = str(_fault_python(tmp_path))
-    job = _sbatch(["--ntasks-per-node=2", "--output", str(log), "slurm/pretrain.sbatch", *args], env)
+    job = S.sbatch(["--ntasks-per-node=2", "--output", str(log), "slurm/pretrain.sbatch", *args], env)
     _wait_done(job, env, log, timeout=400)
     text = log.read_text()
     assert "restarting it in this allocation from the last checkpoint" in text, text[-4000:]

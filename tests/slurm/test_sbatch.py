@@ -22,17 +22,6 @@ PREEMPT_STEPS = 24
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
 
 
-def _env(slurm: dict[str, str], **extra: str) -> dict[str, str]:
-    return S.clean_env(**slurm, PYTHON=S.PYTHON, **extra)
-
-
-def _sbatch(args: list[str], env: dict[str, str]) -> str:
-    p = subprocess.run(["sbatch", "--parsable", *args], cwd=S.REPO, env=env, capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0, p.stderr
-    return p.stdout.strip().split(";")[0]
-
-
 def _job(job: str, env: dict[str, str]) -> dict[str, str]:
     out = subprocess.run(["scontrol", "show", "job", "-o", job], env=env, capture_output=True, text=True,
                          timeout=30).stdout
@@ -74,8 +63,8 @@ def test_pretrain_per_task_two_ranks_matches_torchrun(slurm, data, tmp_path):
     reference = S.reference_losses(data_cfg, runs)
     log = tmp_path / "job.out"
     args = S.train_args(data_cfg, tmp_path, "slurm")[1:]  # pretrain.sbatch adds the `train` command
-    env = _env(slurm, MODE="per-task")
-    job = _sbatch(["--ntasks-per-node=2", "--output", str(log), "slurm/pretrain.sbatch", *args], env)
+    env = S.slurm_env(slurm, MODE="per-task")
+    job = S.sbatch(["--ntasks-per-node=2", "--output", str(log), "slurm/pretrain.sbatch", *args], env)
     _wait(job, env, _done, "completion", log)
     text = log.read_text()
     assert "[slurm] per-task: 2 rank(s)" in text and "srun launcher, 2 process(es)" in text, text[-3000:]
@@ -122,8 +111,8 @@ def test_preemption_checkpoints_requeues_and_resumes_exactly(slurm, data, tmp_pa
     reference = S.reference_losses(data_cfg, runs, steps=PREEMPT_STEPS)
     log, run_dir = tmp_path / "job.out", tmp_path / "preempt"
     args = S.train_args(data_cfg, tmp_path, "preempt", steps=PREEMPT_STEPS)[1:]
-    env = _env(slurm, MODE="per-node", NPROC_PER_NODE="2")
-    job = _sbatch(["--cpus-per-task=2", "--output", str(log), "slurm/pretrain.sbatch", *args], env)
+    env = S.slurm_env(slurm, MODE="per-node", NPROC_PER_NODE="2")
+    job = S.sbatch(["--cpus-per-task=2", "--output", str(log), "slurm/pretrain.sbatch", *args], env)
 
     _preempt(job, env, run_dir, log, 1, batch=False)
     second = _preempt(job, env, run_dir, log, 2, batch=True)
@@ -151,7 +140,7 @@ def test_prepare_array_matches_single_process(slurm, tmp_path):
                   env=S.clean_env(), timeout=300)
     # The same tokenizer for both (the array's tokenizer stage then finds it and skips training).
     shutil.copytree(single / "tokenizer", array / "tokenizer")
-    env = _env(slurm, CONFIG=str(array / "data.yaml"), NUM_SHARDS="3", CPUS_PER_TASK="1",
+    env = S.slurm_env(slurm, CONFIG=str(array / "data.yaml"), NUM_SHARDS="3", CPUS_PER_TASK="1",
                SBATCH_ARGS=f"--output={array}/%x-%A_%a.out")
     p = subprocess.run(["bash", "slurm/prepare.sbatch"], cwd=S.REPO, env=env, capture_output=True, text=True,
                        timeout=60)
@@ -177,15 +166,15 @@ def test_finetune_and_eval_sbatch(slurm, tiny_data, tmp_path):
     sets = (f"checkpoint.dir={tmp_path / 'ft'} finetune.dataset={pairs} train.max_steps=2 train.device=cpu "
             "train.seq_len=64 train.micro_batch_size=2 train.global_batch_size=4 eval.lm_eval_tasks=[]")
     log = tmp_path / "ft.out"
-    env = _env(slurm, OVERRIDES=sets, NPROC_PER_NODE="1")
-    job = _sbatch(["--output", str(log), "slurm/finetune.sbatch", "--config", "configs/finetune/sft.yaml",
+    env = S.slurm_env(slurm, OVERRIDES=sets, NPROC_PER_NODE="1")
+    job = S.sbatch(["--output", str(log), "slurm/finetune.sbatch", "--config", "configs/finetune/sft.yaml",
                    "--init", str(tmp_path / "pre" / "t")], env)
     _wait(job, env, _done, "fine-tuning", log)
     run_dir = tmp_path / "ft" / "sft-tiny"
     assert (run_dir / "latest").read_text().strip() == "step_000002", log.read_text()[-3000:]
     log = tmp_path / "ev.out"
-    job = _sbatch(["--output", str(log), "slurm/eval.sbatch", "--checkpoint", str(run_dir), "--tasks", "sft",
-                   "--out", str(tmp_path / "ev")], _env(slurm))
-    _wait(job, _env(slurm), _done, "evaluation", log)
+    job = S.sbatch(["--output", str(log), "slurm/eval.sbatch", "--checkpoint", str(run_dir), "--tasks", "sft",
+                   "--out", str(tmp_path / "ev")], S.slurm_env(slurm))
+    _wait(job, S.slurm_env(slurm), _done, "evaluation", log)
     result = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert result["sft"]["validation"]["loss"] > 0, log.read_text()[-3000:]
