@@ -27,9 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="split safetensors above this size: 5GB or 5G (powers of 1000, as Hugging Face), 5GiB "
                         "(powers of 1024), or a byte count")
     p.add_argument("--from-deepspeed-states", action="store_true",
-                   help="for a checkpoint without model.safetensors: consolidate DeepSpeed's *.pt states instead. "
-                        "ZeRO 1-3 states are read with DeepSpeed's zero_to_fp32, which unpickles them (a "
-                        "tampered file can run code): use it only for checkpoints you trust")
+                   help="for a checkpoint without model.safetensors: consolidate DeepSpeed's *.pt states instead "
+                        "(read with torch's restricted unpickler, which cannot run code)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="with --from-deepspeed-states: read DeepSpeed's ZeRO 1-3 states with full pickle (a tampered "
+                        "file can run code); only for checkpoints you trust whose files the restricted reader refuses")
     p.add_argument("--backbone-only", action="store_true",
                    help="for a classifier: write only the causal-LM backbone (default: the family's "
                         "*ForSequenceClassification with the head, id2label and pad_token_id)")
@@ -58,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from llmtrain.modelio.load import load_model
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory; choose another --out (export creates the directory)")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; export refuses to overwrite it. Choose another --out "
                         f"or remove the directory first")
@@ -67,14 +71,21 @@ def run(args: argparse.Namespace) -> int:
         if not (step / WEIGHTS).is_file():
             from llmtrain.engine.states import consolidate_deepspeed
 
-            state = consolidate_deepspeed(step, allow_unpickle=True)
+            state = consolidate_deepspeed(step, allow_unpickle=args.trust_pickle)
     loaded = load_model(args.checkpoint, state_dict=state)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     sd = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith("rope.")}
     tok = loaded.tokenizer
     tok_dir = tok.directory if tok is not None else None
     note = ""
-    if loaded.classifier is not None and not args.backbone_only:
+    from llmtrain.modelio.hf.generic import HFCausalLM
+
+    if isinstance(loaded.model, HFCausalLM):  # any other causal LM: save_pretrained of the transformers module
+        from llmtrain.modelio.hf.generic_tuning import export_loaded
+
+        note = export_loaded(loaded, out, dtype=dtype, max_shard_size=args.max_shard_size,
+                             backbone_only=args.backbone_only)
+    elif loaded.classifier is not None and not args.backbone_only:
         from llmtrain.modelio.hf.heads import export_sequence_classifier
 
         score = dict(loaded.classifier.score.state_dict())
@@ -113,5 +124,12 @@ def _adapter(args: argparse.Namespace, loaded: LoadedModel, out: Path, dtype: to
     if loaded.classifier is not None and not args.backbone_only:
         return "; LoRA adapter not exported for a classifier (its weights are merged into the export)"
     adapter, settings = read_adapter(step)
-    export_peft_adapter(adapter, settings, loaded.config, out / ADAPTER_SUBDIR, dtype=dtype)
+    from llmtrain.modelio.hf.generic import HFCausalLM
+
+    if isinstance(loaded.model, HFCausalLM):  # the adapter tensors already carry the module's own names
+        from llmtrain.modelio.hf.generic_tuning import export_peft_adapter as export_module_adapter
+
+        export_module_adapter(adapter, settings, out / ADAPTER_SUBDIR, dtype=dtype)
+    else:
+        export_peft_adapter(adapter, settings, loaded.config, out / ADAPTER_SUBDIR, dtype=dtype)
     return f"; PEFT adapter -> {out / ADAPTER_SUBDIR} (base model: {settings.get('init')})"

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from llmtrain.errors import UserError
-    from llmtrain.eval.generate import SamplingConfig, generate_text
+    from llmtrain.eval.generate import SamplingConfig, generate_text, prompt_ids
     from llmtrain.modelio.load import load_model
 
     if args.max_new_tokens < 1 or args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                          top_p=args.top_p, seed=args.seed)
     template = None if args.raw else loaded.chat_template
+    for prompt in args.prompt:  # every prompt fits the model, checked before the first is generated
+        prompt_ids(loaded.model.cfg, loaded.tokenizer, prompt, chat_template=template, tokenizer_template=not args.raw)
     for prompt in args.prompt:
         text = generate_text(loaded.model, loaded.tokenizer, prompt, cfg, chat_template=template,
                              tokenizer_template=not args.raw)

@@ -41,6 +41,8 @@ def _resolve_bases(node: Any, here: Path, seen: tuple[Path, ...]) -> Any:
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML mapping, resolving ``base:`` includes relative to the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError([f"config file {path} is a directory; pass a YAML file (shipped recipes are under configs/)"])
     if not path.is_file():
         raise ConfigError([f"config file {path} does not exist; shipped recipes are under configs/"])
     try:
@@ -61,6 +63,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
             problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.max_steps=100")
             continue
         key, raw = item.split("=", 1)
+        if not key.strip() or "" in key.strip().split("."):
+            problems.append(f"--set {item!r}: the key is empty or has an empty part; expected KEY=VALUE, "
+                            f"e.g. --set train.max_steps=100")
+            continue
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:

@@ -151,14 +151,20 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         model = p / SP_MODEL
         if not model.is_file():
             raise DataError(f"{model} is missing; retrain with `llmtrain tokenizer train ... --out {p}`")
-        sp = spm.SentencePieceProcessor(model_file=str(model))
+        try:
+            sp = spm.SentencePieceProcessor(model_file=str(model))
+        except (RuntimeError, OSError) as e:  # sentencepiece: "could not parse ModelProto from ..."
+            raise DataError(f"{model} is not a readable SentencePiece model ({str(e).strip()}); the tokenizer in {p} "
+                            f"is damaged: restore it from the data's tokenizer directory (the manifest names it)") from None
         return Tokenizer(p, sp, "sentencepiece", fingerprint_files([model]))
     from transformers import AutoTokenizer
 
     try:
         hf = AutoTokenizer.from_pretrained(str(p))
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot load the Hugging Face tokenizer in {p}: {e}") from None
+    except Exception as e:  # noqa: BLE001 (the tokenizers library raises a bare Exception for a damaged tokenizer.json)
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise DataError(f"cannot load the Hugging Face tokenizer in {p} ({type(e).__name__}: {first}); its files "
+                        f"are damaged or incomplete: restore them from the original model directory") from None
     files = [p / n for n in ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt")
              if (p / n).is_file()]
     return Tokenizer(p, hf, "hf", fingerprint_files(files or sorted(p.glob("*.json"))))

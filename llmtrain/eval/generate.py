@@ -90,11 +90,30 @@ def generate_text(model: nn.Module, tokenizer, prompt: str, cfg: SamplingConfig,
     tokenizer that carries its own chat template, the prompt is a user message rendered with it and
     the generation prompt appended, as SFT rendered conversations for such tokenizers.
     """
-    if tokenizer_template and not chat_template and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-    else:
-        ids = tokenizer.encode_sequence(format_prompt(prompt, chat_template))
+    ids = prompt_ids(model.cfg, tokenizer, prompt, chat_template=chat_template, tokenizer_template=tokenizer_template)
     new = generate_ids(model, ids, cfg, eos_id=tokenizer.eos_id if tokenizer.eos_id >= 0 else None)
     if new and new[-1] == tokenizer.eos_id:
         new = new[:-1]
     return tokenizer.decode(new)
+
+
+def prompt_ids(model_cfg, tokenizer, prompt: str, *, chat_template: str | None = None,
+               tokenizer_template: bool = False) -> list[int]:
+    """The ids the model sees for ``prompt`` (as :func:`generate_text` renders it); UserError if they do not fit.
+
+    A prompt of ``model_cfg.max_seq_len`` tokens or more is refused with both lengths rather than cut:
+    dropping its start silently would usually drop the instruction (transformers and LitGPT refuse too).
+    """
+    if tokenizer_template and not chat_template and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+    else:
+        ids = tokenizer.encode_sequence(format_prompt(prompt, chat_template))
+    if len(ids) >= model_cfg.max_seq_len:
+        from llmtrain.errors import UserError
+
+        shown = prompt if len(prompt) <= 40 else prompt[:40] + "..."
+        raise UserError(
+            f"the prompt {shown!r} is {len(ids)} tokens (with BOS and any chat template) but the model accepts at "
+            f"most {model_cfg.max_seq_len} tokens in all (its max_seq_len), prompt plus at least one new token; "
+            f"shorten the prompt to at most {model_cfg.max_seq_len - 1} tokens (it is not cut silently)")
+    return ids

@@ -16,7 +16,7 @@ import torch
 
 from llmtrain import objectives
 from llmtrain.config.roots import EvalRunConfig
-from llmtrain.eval.generate import SamplingConfig, generate_text
+from llmtrain.eval.generate import SamplingConfig, generate_text, prompt_ids
 from llmtrain.eval.perplexity import perplexity_per_source
 from llmtrain.eval.report import write_report
 from llmtrain.modelio.load import LoadedModel
@@ -52,6 +52,8 @@ def run_evaluation(loaded: LoadedModel, cfg: EvalRunConfig, out_dir: str | Path,
     ev, t = cfg.eval, cfg.train
     results: dict[str, Any] = {"model": str(loaded.source)}
     tok = loaded.tokenizer
+    for p in ev.prompts if tok is not None else ():  # a prompt too long for the model: refused before any compute
+        prompt_ids(loaded.model.cfg, tok, p, chat_template=loaded.chat_template)
     if ev.perplexity and cfg.data.config:
         names = sources or _data_sources(cfg.data.config)
         results["perplexity"] = perplexity_per_source(loaded.model, cfg.data.config, names, seq_len=t.seq_len,
@@ -74,11 +76,17 @@ def run_evaluation(loaded: LoadedModel, cfg: EvalRunConfig, out_dir: str | Path,
 def export_backbone(loaded: LoadedModel, out_dir: str | Path) -> Path:
     """The backbone as a HF Llama directory with the tokenizer (and chat template) beside it."""
     from llmtrain.modelio.hf import export_hf
+    from llmtrain.modelio.hf.generic import HFCausalLM
     from llmtrain.modelio.layout import write_chat_template
 
-    sd = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith("rope.")}
     tok_dir = loaded.tokenizer.directory if loaded.tokenizer is not None else None
-    out = export_hf(sd, loaded.config, out_dir, tokenizer_dir=tok_dir, source_config=loaded.hf_config)
+    if isinstance(loaded.model, HFCausalLM):  # any other causal LM: save_pretrained of the transformers module
+        from llmtrain.modelio.hf.generic_tuning import export_hf_module
+
+        out = export_hf_module(loaded.model, out_dir, tokenizer_dir=tok_dir, dtype=None)
+    else:
+        sd = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith("rope.")}
+        out = export_hf(sd, loaded.config, out_dir, tokenizer_dir=tok_dir, source_config=loaded.hf_config)
     if loaded.chat_template:
         write_chat_template(out, loaded.chat_template)
     return out

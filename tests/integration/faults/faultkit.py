@@ -9,6 +9,7 @@ Faults that must happen at an exact step use the test-only ``LLMTRAIN_FAULT`` ho
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -98,3 +99,9 @@ def logged_steps(run_dir: Path) -> int:
         return 0
     steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line.strip().endswith("}")]
     return max(steps, default=0)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Size, mtime and sha256 of every file under ``root``: equal before and after means nothing was touched."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(root.rglob("*")) if p.is_file()}

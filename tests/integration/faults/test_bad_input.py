@@ -10,7 +10,6 @@ byte-identical.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -19,21 +18,9 @@ from pathlib import Path
 
 import pytest
 from clitools import cli_env, run_cli, tiny_train_args, torchrun
+from faultkit import snapshot
 
 BASE = ("train.zero_stage=1",)
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def base_run(tiny_data, tmp_path_factory) -> Path:
-    """checkpoint.dir of a finished 2-step single-process run (run name `t`)."""
-    ckpt = tmp_path_factory.mktemp("base")
-    run_cli(tiny_train_args(tiny_data, ckpt, *BASE, "train.max_steps=2"))
-    return ckpt
 
 
 def relaunch(data_cfg: Path, ckpt: Path, *sets: str, resume: str | None = None, nproc: int = 1):
