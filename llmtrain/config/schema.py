@@ -72,6 +72,10 @@ class TrainConfig:
     zero_stage: int = field(1, help="DeepSpeed ZeRO stage 0-3", choices=(0, 1, 2, 3))
     offload_optimizer: bool = field(False, help="keep optimizer states in CPU memory (ZeRO 1-3)")
     offload_params: bool = field(False, help="keep parameters in CPU memory (ZeRO 3 only)")
+    zero_hpz_partition_size: int = field(1, help="ZeRO++ hierarchical partitioning (ZeRO 3 only): also keep a secondary "
+                                                 "copy of the parameters partitioned over groups of this many ranks "
+                                                 "(the GPUs of one node), so the backward pass gathers inside a node "
+                                                 "instead of across nodes; must divide the world size (1 = off)", min=1)
     grad_clip: float = field(1.0, help="clip the global gradient norm to this (0 = off)", min=0)
     eval_every: int = field(0, help="run validation every N steps (0 = only at the end)", min=0)
     eval_batches: int = field(8, help="micro-batches per source for validation", min=1)
@@ -79,6 +83,9 @@ class TrainConfig:
     spike_zscore: float = field(0.0, help="log a loss spike when loss is this many std above the recent mean (0 = off)", min=0)
     skip_spikes: bool = field(False, help="skip the optimizer step on a detected loss spike")
     collective_timeout_s: int = field(600, help="seconds before a blocked collective (a dead rank) aborts the job", min=1)
+    stall_timeout_s: float = field(300.0, help="a rank waiting this long for a rank that makes no progress stops the job "
+                                              "at once with exit code 3, naming the stalled rank, host, step and phase "
+                                              "(keep it below collective_timeout_s; 0 = off)", min=0)
     exit_after_steps: int = field(0, help="stop (with a checkpoint) after this many steps in this invocation; 0 = off", min=0)
     exit_after_minutes: float = field(0.0, help="stop (with a checkpoint) after this many minutes of wall time; 0 = off", min=0)
     device: str = field("auto", help="auto (cuda if available, else cpu), cuda or cpu", choices=("auto", "cuda", "cpu"))
@@ -87,6 +94,10 @@ class TrainConfig:
         out = []
         if self.offload_params and self.zero_stage != 3:
             out.append("offload_params: parameter offload needs zero_stage 3; set train.zero_stage=3 or offload_params=false")
+        if self.zero_hpz_partition_size > 1 and self.zero_stage != 3:
+            out.append(f"zero_hpz_partition_size: {self.zero_hpz_partition_size} needs zero_stage 3 (hierarchical "
+                       f"partitioning splits ZeRO-3's parameter partitions); set train.zero_stage=3 or "
+                       f"zero_hpz_partition_size=1")
         if self.offload_optimizer and self.zero_stage == 0:
             out.append("offload_optimizer: optimizer offload needs zero_stage 1, 2 or 3")
         return out
@@ -128,6 +139,13 @@ class CheckpointConfig:
     every: int = field(0, help="save every N steps (0 = only at the end)", min=0)
     keep_last: int = field(3, help="keep this many most recent checkpoints (0 = keep all)", min=0)
     resume: str = field("auto", help="auto (from <run dir>/latest if present), never, or a checkpoint path")
+    consolidate: str = field("auto", help="when to also write consolidated weights (model.safetensors, streamed layer "
+                                          "by layer) beside the engine's states: every save, final (the save at "
+                                          "train.max_steps), never (`llmtrain export` consolidates from the states), "
+                                          "or auto (every up to 2B parameters, else final)",
+                             choices=("auto", "every", "final", "never"))
+    trust_pickle: bool = field(False, help="read DeepSpeed's *.pt states with full pickle on resume (default: torch's "
+                                           "restricted unpickler); only for checkpoints you trust")
 
 
 @dataclass
@@ -138,14 +156,15 @@ class LoggingConfig:
     wandb: bool = field(False, help="log to Weights & Biases (set WANDB_MODE=offline without network)")
     plot: bool = field(True, help="write <run dir>/loss.png at the end")
     peak_tflops: float | None = field(None, help="peak bf16 TFLOP/s per device for MFU (null = from the device name)")
-    progress_bar: bool = field(False, help="show a progress bar instead of periodic lines")
+    progress_bar: bool = field(True, help="on a terminal, a progress bar under the periodic lines; in logs, "
+                                          "Slurm output and pipes only the lines (false = lines everywhere)")
 
 
 @dataclass
 class FinetuneConfig:
     task: str = field("sft", help="the fine-tuning objective, a module of llmtrain/objectives: sft (loss on "
                                   "assistant/response tokens) or classification")
-    init: str | None = field(None, help="llmtrain checkpoint (run dir or step dir) or a local Hugging Face Llama directory")
+    init: str | None = field(None, help="llmtrain checkpoint (run dir or step dir) or a local Hugging Face causal-LM directory")
     dataset: str = field("", help="a named set (sft: chatterbot; classification: rotten_tomatoes), a .jsonl/.json/.csv/"
                                   ".parquet/.arrow file, a save_to_disk directory, or a directory of train/validation/"
                                   "test files in those formats")
@@ -167,6 +186,8 @@ class FinetuneConfig:
                                "has no Jinja chat template of its own; {prompt} is replaced by the user's text")
     validation_fraction: float = field(0.1, help="held-out fraction when the dataset has no split", min=0)
     lora: LoraConfig = field(default_factory=LoraConfig, help="low-rank adaptation settings")
+    hf_module: bool = field(False, help="train a Hugging Face directory of a native family (Llama, Mistral, Qwen2, "
+                                        "Qwen3) as the transformers module itself, as every other causal LM is")
 
 
 @dataclass

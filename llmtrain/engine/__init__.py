@@ -14,7 +14,7 @@ from torch import nn
 
 from llmtrain.engine.base import Engine, StepReport
 
-__all__ = ["Engine", "StepReport", "build_engine", "init_process_group"]
+__all__ = ["Engine", "StepReport", "build_engine", "init_process_group", "partitioning"]
 
 
 def build_engine(cfg: Any, model: nn.Module, loss_fn: Callable, *, world_size: int, on_gpu: bool, reshard: bool,
@@ -32,8 +32,10 @@ def build_engine(cfg: Any, model: nn.Module, loss_fn: Callable, *, world_size: i
         ds_config = universal_config(ds_config)
     if "optimizer" in cfg.deepspeed:
         make_optimizer = None
-    return DeepSpeedEngine(model, loss_fn, ds_config, make_optimizer=make_optimizer, make_scheduler=make_scheduler,
-                           seed=cfg.train.seed)
+    engine = DeepSpeedEngine(model, loss_fn, ds_config, make_optimizer=make_optimizer, make_scheduler=make_scheduler,
+                             seed=cfg.train.seed)
+    engine.trust_pickle = cfg.checkpoint.trust_pickle
+    return engine
 
 
 def init_process_group(env: Any, *, device: str, timeout_s: int) -> None:
@@ -41,3 +43,13 @@ def init_process_group(env: Any, *, device: str, timeout_s: int) -> None:
     from llmtrain.engine.deepspeed import init_process_group as init
 
     init(env, device=device, timeout_s=timeout_s)
+
+
+def partitioning(cfg: Any, world_size: int, *, on_gpu: bool) -> Any:
+    """How to build the model of ``cfg`` partitioned (a :class:`llmtrain.modelio.load.Partitioning`), or None.
+
+    Only ZeRO-3 partitions parameters; the other stages (and a single process) build the whole model.
+    """
+    from llmtrain.engine.construction import partitioning as make
+
+    return make(cfg, world_size, on_gpu=on_gpu)

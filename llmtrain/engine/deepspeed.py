@@ -8,11 +8,10 @@ DeepSpeed's universal checkpoint for another data-parallel size.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,14 @@ from torch import nn
 
 from llmtrain.distributed.collectives import barrier, is_rank0
 from llmtrain.distributed.env import DistEnv
+from llmtrain.distributed.logging import get_logger
 from llmtrain.engine.base import Batch, StepReport
+from llmtrain.engine.reshard import convert_for_resume
+from llmtrain.engine.safe_load import RESUME_OPT_IN, restricted_torch_load
 from llmtrain.errors import CheckpointError
 from llmtrain.modelio.layout import UNIVERSAL_SUFFIX
 
+log = get_logger(__name__)
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, Any]]
 
 
@@ -109,6 +112,19 @@ class DeepSpeedEngine:
         self._stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
         self._fp32 = not (ds_config.get("bf16", {}).get("enabled") or ds_config.get("fp16", {}).get("enabled"))
         self.micro_steps_per_step = int(self._ds.gradient_accumulation_steps())
+        self._announce_hierarchical_partitioning()
+
+    def _announce_hierarchical_partitioning(self) -> None:
+        """Name the secondary (ZeRO++ hpZ) partition group DeepSpeed actually formed, if any."""
+        if int(self.config.get("zero_optimization", {}).get("zero_hpz_partition_size", 1)) <= 1:
+            return
+        import torch.distributed as dist
+        from deepspeed.utils import groups
+
+        group = groups._get_zero_param_intra_parallel_group()
+        size = dist.get_world_size(group) if group is not None else 1
+        log.info(f"[llmtrain] ZeRO++ hierarchical partitioning: a secondary parameter partition over groups of "
+                 f"{size} ranks ({dist.get_world_size() // size} groups)")
 
     @property
     def optimizer(self) -> Any:
@@ -168,16 +184,19 @@ class DeepSpeedEngine:
         self._ds.save_checkpoint(str(run_dir), tag=tag, save_latest=False, client_state={
             "universal_checkpoint_info": {"universal_checkpoint_version": 0.4}})
 
+    # read DeepSpeed's *.pt files with full pickle (checkpoint.trust_pickle; set by build_engine)
+    trust_pickle = False
+
     def load(self, step_dir: Path, *, reshard: bool) -> None:
         run_dir, tag = step_dir.parent, step_dir.name
-        if reshard:
-            if is_rank0():  # one converter; the others wait at the barrier
-                make_universal(step_dir)
-            barrier()
+        if reshard:  # converted by rank 0 while the others wait on files, never in a collective
+            convert_for_resume(step_dir, trust_pickle=self.trust_pickle)
             tag = step_dir.name + UNIVERSAL_SUFFIX
+        reading = contextlib.nullcontext() if self.trust_pickle else restricted_torch_load(RESUME_OPT_IN)
         try:
-            path, _ = self._ds.load_checkpoint(str(run_dir), tag=tag, load_optimizer_states=True,
-                                               load_lr_scheduler_states=True)
+            with reading:
+                path, _ = self._ds.load_checkpoint(str(run_dir), tag=tag, load_optimizer_states=True,
+                                                   load_lr_scheduler_states=True)
         except AssertionError as e:  # DeepSpeed asserts on files it does not find or cannot match
             if reshard:  # a universal folder that cannot be loaded is not kept for the next attempt
                 barrier()
@@ -190,6 +209,25 @@ class DeepSpeedEngine:
         if path is None:
             raise CheckpointError(f"DeepSpeed could not load {run_dir / tag}; the checkpoint is incomplete or damaged")
 
+    def state_parts(self, *, meta: bool = False) -> Iterator[dict[str, torch.Tensor] | None]:
+        """The model's state dict one part (a layer) at a time: on rank 0 its tensors, elsewhere None.
+
+        Every rank must iterate to the end (ZeRO-3 gathers each part, a collective); rank 0 must use a
+        part's tensors before asking for the next (they are released then). ``meta``: shapes and
+        dtypes only (meta tensors, no gathering), to lay out the files before any data moves.
+        """
+        from llmtrain.engine.construction import full_shape, whole
+        from llmtrain.modelio.partitioned import model_parts
+
+        rank0 = is_rank0()
+        for prefix, part in model_parts(self._ds.module.model):
+            if meta:
+                yield {f"{prefix}.{k}": torch.empty(full_shape(v), dtype=v.dtype, device="meta")
+                       for k, v in _part_state(part).items()}
+                continue
+            with whole(list(part.parameters()), modifier_rank=None):
+                yield {f"{prefix}.{k}": v.detach().cpu() for k, v in _part_state(part).items()} if rank0 else None
+
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         rank0 = is_rank0()
         if self._stage == 3:
@@ -200,57 +238,14 @@ class DeepSpeedEngine:
         return self._ds.module.model.state_dict() if rank0 else None
 
 
-def universal_config(ds_config: dict[str, Any]) -> dict[str, Any]:
-    """``ds_config`` set up to load a universal checkpoint (another data-parallel size or stage)."""
-    return {**ds_config, "checkpoint": {**ds_config.get("checkpoint", {}), "load_universal": True}}
-
-
-def make_universal(step_dir: Path) -> Path:
-    """Convert a DeepSpeed ZeRO 1-3 checkpoint to the universal format (another data-parallel size or stage).
-
-    ``ds_to_universal`` writes the fp32 weights and Adam moments per parameter (``zero/``), which any
-    stage loads, but copies the metadata file under the source stage's name only: ZeRO-1/2 look for
-    ``mp_rank_00_model_states.pt``, ZeRO-3 for ``zero_pp_rank_0_mp_rank_00_model_states.pt``. With a
-    universal load DeepSpeed reads only counters, scheduler and client state from it (the weights come
-    from ``zero/``), so both names are provided and either stage can resume. The conversion runs into
-    ``<tag>_universal.tmp`` and is renamed when complete; a failure leaves nothing behind (no partial
-    folder, no ``latest_universal`` naming one).
-    """
-    out = step_dir.with_name(step_dir.name + UNIVERSAL_SUFFIX)
-    if (out / _COMPLETE).exists():
-        _add_model_state_names(out)
-        return out
-    tmp = step_dir.with_name(step_dir.name + UNIVERSAL_SUFFIX + ".tmp")
-    shutil.rmtree(out, ignore_errors=True)  # an incomplete folder of an older version or a crash
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(step_dir),
-           "--output_folder", str(tmp), "--inject_missing_state", "--num_extract_workers", "1", "--num_merge_workers", "1"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")})
-        if proc.returncode != 0:
-            raise CheckpointError(
-                f"converting {step_dir} to a universal checkpoint (to resume on another data-parallel size or ZeRO "
-                f"stage) failed; nothing was kept. Resume with the original train.zero_stage and world size "
-                f"({step_dir / 'trainer_state.json'} records them), or start a new run. DeepSpeed said:\n"
-                f"{proc.stderr[-2000:]}")
-        _add_model_state_names(tmp)
-        (tmp / _COMPLETE).write_text("")
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        # ds_to_universal's pointer to the folder it wrote (ours is loaded by tag): never left behind
-        (step_dir.parent / "latest_universal").unlink(missing_ok=True)
+def _part_state(part: nn.Module) -> dict[str, Any]:
+    """A part's parameters and persistent buffers by name; under ZeRO-3 the parameters' full shapes
+    come from DeepSpeed (``state_dict`` would report the empty placeholders)."""
+    out: dict[str, Any] = dict(part.named_parameters())
+    out.update({k: v for k, v in part.state_dict(keep_vars=True).items() if k not in out})
     return out
 
 
-_COMPLETE = ".complete"
-_STAGE12_STATES = "mp_rank_00_model_states.pt"
-_STAGE3_STATES = "zero_pp_rank_0_mp_rank_00_model_states.pt"
-
-
-def _add_model_state_names(universal_dir: Path) -> None:
-    """Give the universal folder's metadata file the names both ZeRO-1/2 and ZeRO-3 look for."""
-    for have, want in ((_STAGE12_STATES, _STAGE3_STATES), (_STAGE3_STATES, _STAGE12_STATES)):
-        if (universal_dir / have).is_file() and not (universal_dir / want).exists():
-            shutil.copy2(universal_dir / have, universal_dir / want)
+def universal_config(ds_config: dict[str, Any]) -> dict[str, Any]:
+    """``ds_config`` set up to load a universal checkpoint (another data-parallel size or stage)."""
+    return {**ds_config, "checkpoint": {**ds_config.get("checkpoint", {}), "load_universal": True}}

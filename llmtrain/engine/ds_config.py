@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from llmtrain.config.base import ConfigError
 from llmtrain.config.roots import RunConfig
 from llmtrain.config.validate import micro_steps_per_step
 
@@ -33,6 +34,11 @@ def build_ds_config(cfg: RunConfig, dp_size: int, *, on_gpu: bool) -> dict[str, 
     if t.zero_stage == 3:
         zero.update({"stage3_gather_16bit_weights_on_model_save": True,
                      "stage3_param_persistence_threshold": 1e4})
+    if t.zero_hpz_partition_size > 1:
+        if dp_size % t.zero_hpz_partition_size:
+            raise ConfigError([f"train.zero_hpz_partition_size: {t.zero_hpz_partition_size} does not divide the "
+                               f"{dp_size} ranks of this run; use the GPUs per node (a divisor of {dp_size}) or 1"])
+        zero["zero_hpz_partition_size"] = t.zero_hpz_partition_size
     if t.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
     if t.offload_params:

@@ -23,6 +23,7 @@ from llmtrain.errors import DataError
 from llmtrain.model.runtime import apply_runtime
 from llmtrain.objectives.base import Objective, register
 from llmtrain.objectives.losses import causal_lm_loss
+from llmtrain.training.runtime import model_construction
 from llmtrain.training.task import Batch, TrainingTask
 
 log = get_logger(__name__)
@@ -88,7 +89,9 @@ class Pretrain(Objective):
                      ", ".join(empty), need)
         val = {k: v for k, v in val.items() if v}
         torch.manual_seed(t.seed)  # identical initial weights on every rank
-        model = apply_runtime(Transformer(cfg.model.architecture()), cfg.model.runtime())
+        with model_construction(cfg, env, device):  # ZeRO-3: created partitioned, 1/N of it per rank
+            model = Transformer(cfg.model.architecture())
+        model = apply_runtime(model, cfg.model.runtime())
         masking = cfg.data.document_masking
 
         def loss_fn(m: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,7 @@ import json
 import pickle
 import random
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from llmtrain.config.loader import dump_yaml
 from llmtrain.distributed.collectives import barrier, is_rank0
@@ -41,6 +41,7 @@ from llmtrain.fsutil import atomic_write_text
 from llmtrain.modelio.layout import (
     CONFIG_YAML,
     DS_CONFIG,
+    HEAD_FILE,
     LATEST,
     STATE,
     TOKENIZER_SUBDIR,
@@ -52,8 +53,9 @@ from llmtrain.modelio.layout import (
     resolve_checkpoint,
     rng_files,
     tag_for,
+    write_model_config,
 )
-from llmtrain.modelio.weights import save_weights
+from llmtrain.training.consolidation import consolidates, resolve_policy, write_consolidated
 from llmtrain.training.task import TrainingTask
 
 log = get_logger(__name__)
@@ -99,6 +101,10 @@ class CheckpointManager:
         if step_dir is None:
             return None
         state = read_state(step_dir)
+        lacking = [k for k in ("step", "consumed_tokens", "dp_size", "loader") if k not in state]
+        if lacking:
+            raise CheckpointError(f"{step_dir / STATE} lacks {', '.join(lacking)}; the checkpoint is damaged or was "
+                                  f"not written by llmtrain train. Resume from another step with --resume STEP_DIR")
         self._check_compatible(step_dir, state, task)
         refuse_another_zero_stage(step_dir, state.get("zero_stage", zero_stage), zero_stage)
         reshard = zero_stage > 0 and (state["dp_size"] != self.world_size or state["zero_stage"] != zero_stage)
@@ -148,19 +154,20 @@ class CheckpointManager:
                 raise CheckpointError(f"cannot write checkpoints to {self.run_dir}: {e}. Free space or choose "
                                       f"checkpoint.dir elsewhere; earlier checkpoints are untouched") from None
         barrier()
+        started = time.perf_counter()
         try:
             engine.save(self.run_dir, tag)
             if states_written is not None:
                 states_written(progress.step)
-            weights = engine.full_state_dict()
-            if weights is not None:
-                extra_weights = task.extra_weights(weights) if task.extra_weights is not None else {}
-                if task.export_state is not None:
-                    weights = task.export_state(task.model, weights)
-                for name, tensors in extra_weights.items():
-                    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(step_dir / name))
-                self._write_metadata(step_dir, weights, progress, task, engine, run_config,
+            states_s = time.perf_counter() - started
+            policy = run_config.checkpoint.consolidate
+            written = None
+            if consolidates(policy, task, step=progress.step, max_steps=run_config.train.max_steps):
+                written = write_consolidated(engine, task, step_dir)
+            if is_rank0():
+                self._write_metadata(step_dir, progress, task, engine, run_config,
                                      global_batch_size=global_batch_size, zero_stage=zero_stage, precision=precision)
+                _log_save(step_dir, states_s, written, resolve_policy(policy, task))
             save_rng(step_dir, self.rank)
         except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
             if isinstance(e, RuntimeError) and is_collective_failure(e):
@@ -179,10 +186,11 @@ class CheckpointManager:
         barrier()
         return step_dir
 
-    def _write_metadata(self, step_dir: Path, weights: dict[str, torch.Tensor], progress: Progress,
-                        task: TrainingTask, engine: Engine, run_config: Any, *, global_batch_size: int,
-                        zero_stage: int, precision: str) -> None:
-        save_weights(weights, task.model_config, step_dir, head=task.head)
+    def _write_metadata(self, step_dir: Path, progress: Progress, task: TrainingTask, engine: Engine,
+                        run_config: Any, *, global_batch_size: int, zero_stage: int, precision: str) -> None:
+        write_model_config(step_dir, task.model_config)
+        if task.head:
+            (step_dir / HEAD_FILE).write_text(json.dumps(task.head, indent=2))
         (step_dir / CONFIG_YAML).write_text(dump_yaml(run_config))
         (step_dir / DS_CONFIG).write_text(json.dumps(engine.config, indent=2, default=str))
         for name, text in task.extra_files.items():
@@ -197,6 +205,16 @@ class CheckpointManager:
             **task.extra_state,
         }
         atomic_write_text(step_dir / STATE, json.dumps(state, indent=2))
+
+
+def _log_save(step_dir: Path, states_s: float, written: dict[str, Any] | None, policy: str) -> None:
+    if written is None:
+        log.info(f"[llmtrain] saved {step_dir.name}: engine states {states_s:.1f} s; no consolidated weights "
+                 f"(checkpoint.consolidate={policy}: `llmtrain export` consolidates them from the states)")
+        return
+    size = sum(written["bytes"].values()) / 2**20
+    log.info(f"[llmtrain] saved {step_dir.name}: engine states {states_s:.1f} s, consolidated weights "
+             f"{written['seconds']:.1f} s ({size:.1f} MiB, streamed layer by layer)")
 
 
 def copy_tokenizer_files(src: Path, dst: Path) -> None:

@@ -1,10 +1,12 @@
 """Process set-up shared by `llmtrain train` and `llmtrain finetune`: rank discovery, device,
-process group, seeds, and the resolved config logged (rank 0) and saved with the run."""
+process group, seeds, and the resolved config saved with the run."""
 
 from __future__ import annotations
 
 import random
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +49,24 @@ def start(cfg: RunConfig) -> tuple[DistEnv, torch.device]:
     return env, device
 
 
+def model_partitioning(cfg: RunConfig, env: DistEnv, device: torch.device) -> Any:
+    """At ZeRO-3 (distributed): how the model is created partitioned and its weights loaded layer by layer
+    (a :class:`llmtrain.modelio.load.Partitioning`, passed to ``load_model``); None otherwise."""
+    from llmtrain.engine import partitioning
+
+    return partitioning(cfg, env.world_size, on_gpu=device.type == "cuda")
+
+
+def model_construction(cfg: RunConfig, env: DistEnv, device: torch.device) -> AbstractContextManager[Any]:
+    """Build the model inside this: at ZeRO-3 each rank then holds only its partition of the parameters,
+    initialised as the model's own init does (see :mod:`llmtrain.engine.construction`)."""
+    part = model_partitioning(cfg, env, device)
+    if part is None:
+        return nullcontext()
+    log.info(f"[llmtrain] ZeRO-3: the model is created partitioned over {env.world_size} ranks")
+    return part.construct()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -57,12 +77,10 @@ def run_dir_of(cfg: RunConfig) -> Path:
     return Path(cfg.checkpoint.dir) / cfg.train.run_name
 
 
-def announce(cfg: RunConfig, env: DistEnv) -> None:
-    """Log the resolved config on rank 0 and save it as <run dir>/config.yaml."""
-    if env.rank != 0:
-        return
-    text = dump_yaml(cfg)
-    log.info(f"[llmtrain] {env.launcher} launcher, {env.world_size} process(es); resolved config:\n{text}")
-    run_dir = run_dir_of(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_YAML).write_text(text)
+def save_resolved_config(cfg: RunConfig, env: DistEnv) -> Path:
+    """Save the resolved config as <run dir>/config.yaml (rank 0 writes); returns its path."""
+    path = run_dir_of(cfg) / CONFIG_YAML
+    if env.rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dump_yaml(cfg))
+    return path

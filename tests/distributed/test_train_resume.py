@@ -7,10 +7,11 @@ same samples (data checksum per step); a checkpoint also resumes on another data
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
-from clitools import losses_by_step, read_train_metrics, run_cli, tiny_train_args, torchrun
+from clitools import cli_env, losses_by_step, read_train_metrics, run_cli, tiny_train_args, torchrun
 
 
 def checksums(run_dir) -> dict[int, int]:
@@ -67,8 +68,13 @@ def test_resume_on_another_data_parallel_size(tiny_data, tmp_path):
     assert (down / "t" / "step_000004_universal").is_dir()
     up = tmp_path / "up"
     run_cli(tiny_train_args(tiny_data, up, f"train.zero_stage={stage}", "train.exit_after_steps=4"))
-    out = torchrun(2, tiny_train_args(tiny_data, up, f"train.zero_stage={stage}"))
+    # rank 1 waits for rank 0's conversion on files, not in a collective: with the conversion made 8 s
+    # slower than the 5 s collective timeout, the relaunch still succeeds
+    out = torchrun(2, tiny_train_args(tiny_data, up, f"train.zero_stage={stage}", "train.collective_timeout_s=5"),
+                   env=cli_env(LLMTRAIN_FAULT="conversion_delay_s=8,rank=0"))
     assert "(1 -> 2 data-parallel ranks)" in out.stdout
+    assert re.search(r"universal checkpoint step_000004_universal written in [\d.]+ s", out.stdout + out.stderr)
+    assert not list((up / "t").glob("*.failed")) and not list((up / "t").glob("*.heartbeat"))
     ref_loss, ref_sum = losses_by_step(ref / "t"), checksums(ref / "t")
     for run in (down, up):
         assert checksums(run / "t") == ref_sum  # no sample skipped or repeated

@@ -45,7 +45,7 @@ def test_another_zero_stage_is_refused_before_anything_is_written(tiny_data, tmp
 def test_a_failed_universal_conversion_leaves_nothing_behind(tmp_path):
     """A step directory DeepSpeed cannot convert (here: no ZeRO optimizer states): a CheckpointError
     naming it, and no ``*_universal``, ``*_universal.tmp`` or ``latest_universal`` afterwards."""
-    from llmtrain.engine.deepspeed import make_universal
+    from llmtrain.engine.reshard import make_universal
     from llmtrain.errors import CheckpointError
 
     step = tmp_path / "run" / "step_000004"

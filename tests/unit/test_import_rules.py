@@ -127,7 +127,8 @@ def test_every_rule_fails_on_a_module_that_breaks_it(tmp_path):
 def test_only_the_engine_mentions_deepspeed_and_no_fault_hooks_ship():
     hits = {p.relative_to(ROOT).as_posix() for p in (ROOT / "llmtrain").rglob("*.py")
             if "import deepspeed" in p.read_text() or "from deepspeed" in p.read_text()}
-    assert hits <= {"llmtrain/engine/deepspeed.py", "llmtrain/engine/states.py"}, hits
+    assert hits <= {"llmtrain/engine/deepspeed.py", "llmtrain/engine/states.py", "llmtrain/engine/construction.py",
+                    "llmtrain/engine/universal_convert.py"}, hits
     assert not [p for p in (ROOT / "llmtrain").rglob("*.py") if "LLMTRAIN_FAULT" in p.read_text()]
 
 
