@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from llmtrain.commands.train import add_run_args, load_config, run_training
+from llmtrain.commands.train import CONFIG_EPILOG, add_run_args, load_config, print_config, run_training
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a checkpoint or a local HF Llama directory (SFT, classification, LoRA)",
                        description="Fine-tune from an llmtrain checkpoint (any ZeRO stage or world size) or a local "
-                                   "Hugging Face Llama directory, under any launcher, with the pretraining loop.")
+                                   "Hugging Face Llama directory, under any launcher, with the pretraining loop. "
+                                   "At start, rank 0 prints a short summary and saves the full resolved config in the "
+                                   "run directory (its model section then holds finetune.init's architecture).",
+                       epilog=CONFIG_EPILOG)
     add_run_args(p)
     p.add_argument("--init", default=None, metavar="CKPT|HF_DIR",
                    help="starting weights (overrides finetune.init): a run/step directory or a HF Llama directory")
@@ -30,4 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError([f"finetune.task: {cfg.finetune.task!r} is not a fine-tuning objective"
                            f"{closest(cfg.finetune.task, tasks)}; choose from {', '.join(tasks)}"])
+    if args.print_config:
+        return print_config(cfg, f"the model section's architecture keys are replaced by those of finetune.init "
+                                 f"({cfg.finetune.init}) when the run starts; run-time keys stay")
     return run_training(cfg, objectives.get(cfg.finetune.task).build_task, "fine-tuning done")

@@ -13,6 +13,8 @@
     head.json                 HEAD_FILE: a task head's settings ("task": "classification", labels, ...)
     hf_config.json            HF_CONFIG_FILE: the config.json of the Hugging Face model the weights came
                               from (import-hf, fine-tuning); export writes that family back
+    hf_module.json            (llmtrain.modelio.hf.generic.HF_MODULE_FILE) the weights are a transformers
+                              module's own (a causal LM of no native family); load_model rebuilds that class
     chat_template.txt         CHAT_TEMPLATE_FILE: the SFT prompt template generation reuses
     adapter.safetensors       ADAPTER_WEIGHTS: a LoRA run's unmerged lora_A/lora_B tensors (our names)
     adapter.json              ADAPTER_SETTINGS: their rank, alpha, dropout, targets (export writes a PEFT adapter)
@@ -69,6 +71,11 @@ def read_latest(run_dir: Path) -> Path | None:
         return None
     tag = latest.read_text().strip()
     step_dir = run_dir / tag
+    if not tag or "/" in tag:  # written atomically by the trainer: empty or a path means it was edited or damaged
+        steps = sorted(p.name for p in run_dir.glob(f"{STEP_PREFIX}*") if (p / STATE).is_file())
+        raise CheckpointError(
+            f"{latest} holds {tag!r}, not a step directory name (e.g. step_000100); it is damaged. Resume explicitly "
+            f"with --resume {run_dir / steps[-1] if steps else '<step directory>'}, or write that name into it")
     if not (step_dir / STATE).is_file():
         raise CheckpointError(
             f"{latest} names {tag}, but {step_dir / STATE} is missing: the checkpoint is incomplete or was "

@@ -30,10 +30,13 @@ from llmtrain.errors import DataError
 from llmtrain.model.lora import apply_lora, count_trainable, merge_lora_state
 from llmtrain.model.runtime import apply_runtime
 from llmtrain.modelio.hf.families import source_config_files
+from llmtrain.modelio.hf.generic import HFCausalLM
+from llmtrain.modelio.hf.generic_tuning import apply_hf_lora, apply_hf_runtime, module_files, without_tied
 from llmtrain.modelio.layout import ADAPTER_SETTINGS, ADAPTER_WEIGHTS
-from llmtrain.modelio.load import LoadedModel, load_model
+from llmtrain.modelio.load import LoadedModel, Partitioning, load_model
 from llmtrain.objectives.base import EncodedData, Evaluator, Objective
 from llmtrain.objectives.finetune_schedule import clip_warmup, settle_max_steps
+from llmtrain.training.runtime import model_partitioning
 from llmtrain.training.task import Batch, TrainingTask
 
 log = get_logger(__name__)
@@ -48,13 +51,16 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module
 
 
-def load_init(cfg: FinetuneRunConfig) -> LoadedModel:
-    """The starting model of ``finetune.init`` with its tokenizer; its architecture becomes ``cfg.model``."""
+def load_init(cfg: FinetuneRunConfig, partitioning: Partitioning | None = None) -> LoadedModel:
+    """The starting model of ``finetune.init`` with its tokenizer; its architecture becomes ``cfg.model``.
+
+    With ``partitioning`` (ZeRO-3) the model is created partitioned and filled layer by layer.
+    """
     ft, t = cfg.finetune, cfg.train
     if not ft.init:
         raise ConfigError(["finetune.init: required; pass --init CHECKPOINT (a run or step directory of "
-                           "`llmtrain train`) or a local Hugging Face Llama directory"])
-    loaded = load_model(ft.init)
+                           "`llmtrain train`) or a local Hugging Face causal-LM directory"])
+    loaded = load_model(ft.init, partitioning=partitioning, hf_module=ft.hf_module)
     if loaded.tokenizer is None:
         raise ConfigError([f"finetune.init: {ft.init} has no tokenizer beside the weights; fine-tuning needs the "
                            f"tokenizer the model was trained with (checkpoints carry it in tokenizer/)"])
@@ -120,17 +126,20 @@ class FinetuneObjective(Objective):
         return self.read(cfg.finetune, loaded.tokenizer, seq_len=cfg.train.seq_len)
 
     def build_task(self, cfg: FinetuneRunConfig, env: DistEnv, device: torch.device) -> TrainingTask:
-        loaded = load_init(cfg)
+        partitioning = model_partitioning(cfg, env, device)
+        loaded = load_init(cfg, partitioning)
         ft, t, tok = cfg.finetune, cfg.train, loaded.tokenizer
         pad_id = tok.pad_id if tok.pad_id >= 0 else tok.eos_id
         data = self.read(ft, tok, seq_len=t.seq_len)
         # before the trainer builds the LR schedule from cfg.train.max_steps
         clip_warmup(cfg.optim, settle_max_steps(t, len(data.splits["train"])))
-        backbone = loaded.model.float().train()
+        # partitioned parameters already have the engine's dtype (and .float() would not reach the partitions)
+        backbone = (loaded.model if partitioning is not None else loaded.model.float()).train()
+        hf_module = isinstance(backbone, HFCausalLM)  # a transformers module trained as-is (modelio.hf.generic)
         if ft.lora.enabled:
-            apply_lora(backbone, ft.lora)
+            (apply_hf_lora if hf_module else apply_lora)(backbone, ft.lora)
         module, head = self.build_model(backbone, data, ft, pad_id=pad_id, seed=t.seed)
-        apply_runtime(module, cfg.model.runtime())
+        (apply_hf_runtime if hf_module else apply_runtime)(module, cfg.model.runtime())
         trainable, total = count_trainable(module)
         log.info("fine-tuning %s from %s: %s %s; trainable parameters %s of %s", self.name, ft.init, self.name,
                  data.summary(), f"{trainable:,}", f"{total:,}")
@@ -140,7 +149,8 @@ class FinetuneObjective(Objective):
         loader = PrefetchLoader(loader, 0)  # no prefetch field for fine-tuning yet; measures the data wait
 
         def export_state(_model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return merge_lora_state(state, ft.lora) if ft.lora.enabled else state
+            state = merge_lora_state(state, ft.lora) if ft.lora.enabled else state
+            return without_tied(state, backbone) if hf_module else state
 
         def adapter_weights(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
             # the unmerged adapter too, so that export can write a PEFT adapter beside the merged model
@@ -158,6 +168,6 @@ class FinetuneObjective(Objective):
             extra_weights=adapter_weights if ft.lora.enabled else None,
             # the source Hugging Face config travels with the weights, so export writes the same class
             extra_files={**self.export_files(data), **source_config_files(loaded.hf_config),
-                         **(adapter if ft.lora.enabled else {})},
+                         **(adapter if ft.lora.enabled else {}), **(module_files(backbone) if hf_module else {})},
             extra_state={"tokenizer_fingerprint": tok.fingerprint, "finetune_task": self.name, "init": str(ft.init)},
         )

@@ -31,8 +31,14 @@ DEFAULT_CHUNK_TOKENS = 4096
 MATERIALIZE_LOGITS_BYTES = 256 * 2**20
 
 
-def _chunk_ce_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    logits = F.linear(hidden, weight).float()
+def _softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """Gemma 2's ``final_logit_softcapping``: cap * tanh(logits / cap) (identity without a cap)."""
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def _chunk_ce_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                  softcap: float | None = None) -> torch.Tensor:
+    logits = _softcap(F.linear(hidden, weight).float(), softcap)
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
@@ -88,32 +94,36 @@ def _is_zero3_partitioned(weight: torch.Tensor) -> bool:
 
 
 def chunked_cross_entropy_sum(hidden: torch.Tensor, output: nn.Module, labels: torch.Tensor,
-                              chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> torch.Tensor:
+                              chunk_tokens: int = DEFAULT_CHUNK_TOKENS, softcap: float | None = None) -> torch.Tensor:
     """Sum of token cross-entropies of ``output(hidden)`` against ``labels`` (flat [N, D] / [N]).
 
     Outside ZeRO-3 each chunk is a checkpointed ``F.linear`` + fp32 cross-entropy against
     ``output.weight``. Under ZeRO-3 the weight is sharded, so the chunks call the ``output`` module
     itself, which lets DeepSpeed gather the weight on each call (no recompute in that case).
+    ``softcap`` (a model's ``logit_softcap``) caps each chunk's fp32 logits; the fused path has no cap,
+    so a capped model takes the checkpointed chunks on CUDA too.
     """
     keep = labels.ne(IGNORE_INDEX)
-    hidden, labels = hidden[keep], labels[keep]  # prompt/padding tokens cost nothing
+    if not bool(keep.all()):  # pretraining labels every position: no gather, and no scatter in backward
+        hidden, labels = hidden[keep], labels[keep]  # prompt/padding tokens cost nothing
     total = hidden.new_zeros((), dtype=torch.float32)
     if labels.numel() == 0:
         # Keep the graph connected so every rank runs the same backward collectives.
         return total + 0.0 * hidden.sum() + 0.0 * sum(p.sum() for p in output.parameters())
     sharded = _is_zero3_partitioned(output.weight)
-    if hidden.is_cuda and not sharded and torch.is_grad_enabled():
+    if hidden.is_cuda and not sharded and torch.is_grad_enabled() and not softcap:
         return total + fused_linear_cross_entropy_sum(hidden, output.weight, labels, chunk_tokens)
     if not sharded and labels.numel() * output.weight.shape[0] * 4 <= MATERIALIZE_LOGITS_BYTES:
-        return total + _chunk_ce_sum(hidden, output.weight, labels)
+        return total + _chunk_ce_sum(hidden, output.weight, labels, softcap)
     for start in range(0, labels.numel(), chunk_tokens):
         h, y = hidden[start:start + chunk_tokens], labels[start:start + chunk_tokens]
         if sharded:
-            total = total + F.cross_entropy(output(h).float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
+            total = total + F.cross_entropy(_softcap(output(h).float(), softcap), y, ignore_index=IGNORE_INDEX,
+                                            reduction="sum")
         elif torch.is_grad_enabled():
-            total = total + checkpoint(_chunk_ce_sum, h, output.weight, y, use_reentrant=False)
+            total = total + checkpoint(_chunk_ce_sum, h, output.weight, y, softcap, use_reentrant=False)
         else:
-            total = total + _chunk_ce_sum(h, output.weight, y)
+            total = total + _chunk_ce_sum(h, output.weight, y, softcap)
     return total
 
 
@@ -128,7 +138,7 @@ def causal_lm_loss(model: nn.Module, batch: dict[str, torch.Tensor], *,
     hidden = model(batch["input_ids"], doc_ids=batch.get("doc_ids"), return_hidden=True)
     labels = batch["labels"]
     total = chunked_cross_entropy_sum(hidden.reshape(-1, hidden.shape[-1]), model.output,
-                                      labels.reshape(-1), chunk_tokens)
+                                      labels.reshape(-1), chunk_tokens, softcap=getattr(model, "logit_softcap", None))
     n_tokens = labels.ne(IGNORE_INDEX).sum()
     return total / n_tokens.clamp_min(1), n_tokens
 

@@ -104,16 +104,48 @@ def read_hf_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     for stem, loader in (("model.safetensors", load_file),
                          ("pytorch_model.bin", lambda p: torch.load(p, map_location="cpu", weights_only=True))):
         if (model_dir / stem).is_file():
-            return dict(loader(str(model_dir / stem)))
+            return _read_weights_file(model_dir / stem, loader)
         index = model_dir / f"{stem}.index.json"
         if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             sd: dict[str, torch.Tensor] = {}
-            for f in files:
-                sd.update(loader(str(model_dir / f)))
+            for f in shard_files(index):
+                sd.update(_read_weights_file(f, loader))
             return sd
     raise CheckpointError(f"{model_dir} has no model.safetensors, sharded safetensors index or pytorch_model.bin; "
                           "point at a Hugging Face model directory saved with save_pretrained")
+
+
+def shard_files(index: Path) -> list[Path]:
+    """The weight files a ``*.index.json`` of a sharded Hugging Face checkpoint lists (CheckpointError if unusable)."""
+    try:
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index} is unreadable or has no weight_map ({type(e).__name__}: {e}); restore it "
+                              f"from the Hugging Face model directory") from None
+    missing = [f for f in files if not (index.parent / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{index} lists {', '.join(missing[:3])} but {index.parent} lacks "
+                              f"{'it' if len(missing) == 1 else 'them'}; the download is incomplete")
+    return [index.parent / f for f in files]
+
+
+def _read_weights_file(path: Path, loader: Any) -> dict[str, torch.Tensor]:
+    """One weight file; a damaged file, or a pickle the restricted unpickler refuses, is a CheckpointError."""
+    import pickle
+
+    try:
+        return dict(loader(str(path)))
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):  # torch's advice (weights_only=False) would run what it holds
+            raise CheckpointError(
+                f"{path} holds pickled objects beyond tensors, which torch's restricted unpickler refuses (nothing "
+                f"in it ran; fully unpickling it could run code). Convert the model to safetensors where you trust "
+                f"it (transformers: model.save_pretrained(DIR, safe_serialization=True)) and use DIR") from None
+        raise CheckpointError(f"{path} is truncated or damaged (UnpicklingError: {e}); re-download it") from None
+    except Exception as e:  # noqa: BLE001 (safetensors and torch raise their own types for damaged files)
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path} is truncated or damaged ({type(e).__name__}: {first}); re-download it "
+                              f"or restore it from the original model directory") from None
 
 
 def export_hf(state_dict: dict[str, torch.Tensor], cfg: ModelConfig, out_dir: str | Path, *,
@@ -154,7 +186,9 @@ def import_hf(hf_dir: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]
     path = Path(hf_dir)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} has no config.json; pass a local Hugging Face model directory (no hub access)")
-    hf = json.loads((path / "config.json").read_text())
+    from llmtrain.modelio.hf.families import read_source_config
+
+    hf = read_source_config(path)  # a clear CheckpointError for invalid JSON
     cfg = model_config_from_hf(hf, name=hf.get("_name_or_path") or path.name)
     return cfg, from_hf_state_dict(read_hf_weights(path), cfg)
 

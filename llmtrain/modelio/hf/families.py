@@ -32,7 +32,8 @@ def model_config_from_hf(hf: dict[str, Any], name: str = "hf") -> ModelConfig:
     model_type = hf.get("model_type")
     family = FAMILIES.get(model_type)  # type: ignore[arg-type]
     if family is None:
-        refuse("model_type", model_type, f"the native families are {', '.join(FAMILIES)}")
+        refuse("model_type", model_type, f"the native families are {', '.join(FAMILIES)} (`llmtrain finetune --init "
+                                         f"DIR` trains any other causal LM as the transformers module itself)")
     return family.config_from_hf(hf, name)
 
 
