@@ -40,7 +40,8 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("classification"):
         task = results.get("classification_task", "classification")
         out += [f"## {task}: fine-tuned model vs baselines (same test split)", ""]
-        out += _table(results["classification"], "system", ["accuracy", "macro_f1", "n"])
+        per_class = list(dict.fromkeys(k for r in results["classification"].values() for k in r if k.startswith("f1/")))
+        out += _table(results["classification"], "system", ["accuracy", "macro_f1", *per_class, "n"])
     if results.get("lm_eval"):
         out += ["## lm-eval-harness (offline, local tasks)", ""]
         metrics = sorted({k for m in results["lm_eval"].values() for k in m})

@@ -2,8 +2,12 @@
 
 :class:`SequenceClassifier` pools the backbone's final-normed hidden states (the last non-pad
 token, as Llama-for-sequence-classification does, or the mean over non-pad tokens) and applies one
-linear layer ``score``. Its state dict is the backbone's under ``backbone.`` plus ``score.weight``
-and ``score.bias``, so a checkpoint of a classifier carries the head by name.
+linear layer ``score``. Its state dict is the backbone's under ``backbone.`` plus ``score.weight``,
+so a checkpoint of a classifier carries the head by name.
+
+The score layer has no bias, like Hugging Face's ``*ForSequenceClassification.score``: a bias cannot
+be folded into the weight of a linear map on an RMS-normalised state, so a head with one would have
+no exact Hugging Face counterpart. ``bias=True`` rebuilds classifiers saved with a ``score.bias``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ POOLINGS = ("last", "mean")
 class SequenceClassifier(nn.Module):
     """Backbone + pooling + linear head; ``forward(tokens) -> logits [B, num_labels]``."""
 
-    def __init__(self, backbone: nn.Module, num_labels: int, *, pooling: str = "last", pad_id: int = 0):
+    def __init__(self, backbone: nn.Module, num_labels: int, *, pooling: str = "last", pad_id: int = 0,
+                 bias: bool = False):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling: {pooling!r} is not one of {POOLINGS}")
@@ -27,11 +32,12 @@ class SequenceClassifier(nn.Module):
         self.pooling = pooling
         self.pad_id = pad_id
         self.num_labels = num_labels
-        dim = backbone.tok_embeddings.weight.shape[1]
-        self.score = nn.Linear(dim, num_labels, bias=True)
+        dim = backbone.cfg.dim  # not the embedding's shape: a ZeRO-3 partition is an empty placeholder
+        self.score = nn.Linear(dim, num_labels, bias=bias)
         # Small init: the head starts near uniform predictions instead of a random confident guess.
         nn.init.normal_(self.score.weight, std=0.02)
-        nn.init.zeros_(self.score.bias)
+        if self.score.bias is not None:
+            nn.init.zeros_(self.score.bias)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, T, D] -> [B, D] with right padding; ``attention_mask`` is 1 on real tokens."""
@@ -49,5 +55,5 @@ class SequenceClassifier(nn.Module):
         return self.score(pooled.to(self.score.weight.dtype))
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
-        """Just the head (``score.weight``, ``score.bias``), e.g. to save beside an exported backbone."""
+        """Just the head (``score.weight``, and ``score.bias`` if it has one), e.g. to save beside a backbone."""
         return {f"score.{k}": v for k, v in self.score.state_dict().items()}

@@ -25,6 +25,7 @@ TINY_TRAIN = ["train.max_steps=3", "train.device=cpu", "train.precision=fp32", "
               "train.eval_batches=1", "train.seq_len=64", "train.micro_batch_size=2", "train.global_batch_size=4",
               "checkpoint.every=0", "logging.log_every=1", "logging.tensorboard=false"]
 TINY_FINETUNE = [*TINY_TRAIN, "eval.lm_eval_tasks=[]", "finetune.validation_fraction=0.1"]
+CHAT_MODEL = "/models/SmolLM2-360M-Instruct"  # the README's chat model directory: tests/chattools.py's stand-in
 GPU_TO_CPU_CONFIG = {"configs/pretrain/125m.yaml": "configs/pretrain/tiny.yaml",
                      "configs/pretrain/1b.yaml": "configs/pretrain/tiny.yaml"}
 
@@ -38,6 +39,12 @@ def readme_commands() -> list[str]:
             if line and not line.startswith("#"):
                 cmds.append(line)
     return cmds
+
+
+def readme_python(ws: Workspace) -> list[str]:
+    """The README's ```python snippets, with its chat model directory replaced by the workspace's."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return [code.replace(CHAT_MODEL, str(ws.chat_dir)) for code in blocks]
 
 
 def sets(items: list[str]) -> list[str]:
@@ -57,6 +64,12 @@ class Workspace:
         (corpus / "plays.txt").write_text("\n".join(rows[:20]))
         (corpus / "more.txt").write_text("\n".join(rows[20:]))
         self.hf_dir: Path | None = None
+        # a chat model directory as save_pretrained writes it (ChatML template) and the user's chats.jsonl
+        from chattools import MESSAGES, save_chat_model
+
+        self.chat_dir = save_chat_model(root / "chat_model")
+        chats = [MESSAGES, MESSAGES[1:3], [MESSAGES[0], *MESSAGES[3:]]] * 8
+        (root / "chats.jsonl").write_text("".join(json.dumps({"messages": m}) + "\n" for m in chats))
 
     def env(self, **extra: str) -> dict[str, str]:
         return cli_env(**extra)
@@ -84,6 +97,9 @@ def translate(cmd: str, ws: Workspace) -> list[str] | None:
     if head == "sbatch":
         return None  # tests/slurm/test_readme_sbatch.py runs these on a real local Slurm
     if head == "llmtrain":
+        if CHAT_MODEL in argv:  # the chat walk-through: its own run name, set in the README line
+            argv = [str(ws.chat_dir) if a == CHAT_MODEL else a for a in argv]
+            return ["llmtrain", argv[1], *_train_args(argv[2:], finetune=True)] if argv[1] == "finetune" else argv
         if any(a.startswith("/models/") for a in argv):  # the README's local HF Llama directory
             assert ws.hf_dir is not None
             argv = [str(ws.hf_dir) if a.startswith("/models/") else a for a in argv]
@@ -101,7 +117,7 @@ def translate(cmd: str, ws: Workspace) -> list[str] | None:
         if sub == "eval":
             return ["llmtrain", *argv[1:], "--set", "eval.batches=2", "--lm-eval-limit", "20"] if "--lm-eval" in argv \
                 else ["llmtrain", *argv[1:], "--set", "eval.batches=2"]
-        if sub in ("mixture", "export", "generate", "bigbench", "import-hf", "plan"):
+        if sub in ("mixture", "export", "generate", "bigbench", "import-hf", "plan", "config"):
             return ["llmtrain", *argv[1:]]
         raise AssertionError(f"README command not handled by the README test: {cmd}")
     port = str(free_port())
@@ -122,6 +138,7 @@ def translate(cmd: str, ws: Workspace) -> list[str] | None:
     raise AssertionError(f"README command not handled by the README test: {cmd}")
 
 
+@pytest.mark.timeout(1800)  # every README command in turn: over 15 minutes on 2 busy CPU cores
 def test_readme_commands_run(tmp_path):
     ws = Workspace(tmp_path)
     env_cpu = {"ACCELERATE_USE_CPU": "1", "DS_ACCELERATOR": "cpu"}
@@ -139,11 +156,16 @@ def test_readme_commands_run(tmp_path):
             argv = [PY, "-m", "llmtrain", *argv[1:]]
         ws.run(argv, env=ws.env(**env_cpu), timeout=900)
         ran.append(cmd)
+    for code in readme_python(ws):  # the chat walk-through's transformers + peft snippet
+        out = ws.run([PY, "-c", code], timeout=300).stdout  # two prints: merged export, then PEFT adapter
+        half = len(out) // 2  # a random tiny model's text may hold line breaks: compare the halves
+        assert out and out.endswith("\n") and out[:half] == out[half:], out  # the same greedy text
     assert (tmp_path / "checkpoints" / "tiny" / "latest").is_file()
     assert (tmp_path / "hf" / "tiny" / "config.json").is_file()
     assert (tmp_path / "tokenizers" / "mine" / "tokenizer.model").is_file()
     assert (tmp_path / "models" / "llama1b" / "model.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "from-hf" / "latest").is_file()
+    assert (tmp_path / "hf" / "chat-lora" / "adapter" / "adapter_config.json").is_file()
     assert len(ran) >= 15, ran
     assert all(c.startswith(("bash ", "sbatch ", "mpirun ", "CONFIG=")) for c in covered), covered
 
@@ -165,11 +187,11 @@ def test_quickstart_script_runs_end_to_end(tmp_path):
     assert "[quickstart] all stages done" in out.stdout
     report = (work / "report.md").read_text()
     for section in ("Stage timings", "Data mixture", "Pretraining", "perplexity", "fine-tuned", "majority",
-                    "tfidf_logreg", "LlamaForCausalLM"):
+                    "tfidf_logreg", "from-scratch", "what pretraining buys", "LlamaForCausalLM"):
         assert section in report, section
     for fig in ("mixture.png", "pretrain_loss.png"):
         assert (work / "figures" / fig).is_file()
     again = run_cli(["bash", str(ROOT / "scripts" / "quickstart.sh"), "--workdir", str(work), "--steps", "4",
                      "--finetune-steps", "4"], env=env, timeout=600)
-    assert again.stdout.count("already done, skipped") == 8, again.stdout
+    assert again.stdout.count("already done, skipped") == 9, again.stdout
     assert os.path.getsize(work / "report.md") > 1000

@@ -42,7 +42,7 @@ def test_head_survives_save_and_load(tmp_path):
         clf.score.weight.normal_()
     torch.save(clf.state_dict(), tmp_path / "clf.pt")
     sd = torch.load(tmp_path / "clf.pt")
-    assert {"score.weight", "score.bias"} <= set(sd)
+    assert "score.weight" in sd and "score.bias" not in sd  # bias-free, like HF's *ForSequenceClassification
     assert sd["score.weight"].shape == (3, 32)
     torch.manual_seed(5)
     other = SequenceClassifier(Transformer(CFG), 3, pooling="last", pad_id=PAD).eval()
@@ -50,4 +50,6 @@ def test_head_survives_save_and_load(tmp_path):
     tokens = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         torch.testing.assert_close(other(tokens), clf(tokens))
-    assert set(clf.head_state_dict()) == {"score.weight", "score.bias"}
+    assert set(clf.head_state_dict()) == {"score.weight"}
+    old = SequenceClassifier(Transformer(CFG), 3, bias=True)  # how heads were built before
+    assert set(old.head_state_dict()) == {"score.weight", "score.bias"} and not old.score.bias.any()

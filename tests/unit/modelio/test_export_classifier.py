@@ -30,11 +30,14 @@ def sp_dir(tmp_path_factory):
     return out
 
 
-def _checkpoint(root, make_model, sp_dir, *, pooling="last", pad_id=3, bias=0.0):
+def _checkpoint(root, make_model, sp_dir, *, pooling="last", pad_id=3, bias=None):
+    """A classifier checkpoint; ``bias`` (a value): a head saved with a score bias, as they were before."""
     torch.manual_seed(4)
-    clf = SequenceClassifier(make_model(vocab_size=320), len(LABELS), pooling=pooling, pad_id=pad_id)
+    clf = SequenceClassifier(make_model(vocab_size=320), len(LABELS), pooling=pooling, pad_id=pad_id,
+                             bias=bias is not None)
     torch.nn.init.normal_(clf.score.weight)
-    torch.nn.init.constant_(clf.score.bias, bias)
+    if bias is not None:
+        torch.nn.init.constant_(clf.score.bias, bias)
     step = root / "run" / "step_000002"
     step.mkdir(parents=True)
     save_weights(clf.state_dict(), clf.backbone.cfg, step,
@@ -45,12 +48,15 @@ def _checkpoint(root, make_model, sp_dir, *, pooling="last", pad_id=3, bias=0.0)
     return root / "run", clf.eval()
 
 
-def test_classifier_exports_with_equal_logits_labels_and_tokenizer(tmp_path, make_model, sp_dir):
-    run, clf = _checkpoint(tmp_path, make_model, sp_dir)
+@pytest.mark.parametrize(("kwargs", "pad"), [({}, 3), ({"bias": 0.0}, 3), ({"pad_id": 2}, 1)],
+                         ids=["bias-free", "old-zero-bias", "trained-with-eos-pad"])
+def test_classifier_exports_with_equal_logits_labels_and_tokenizer(tmp_path, make_model, sp_dir, kwargs, pad):
+    """Also a head saved with a zero bias, and one trained with pad = EOS (2): the export pads with BOS (1)."""
+    run, clf = _checkpoint(tmp_path, make_model, sp_dir, **kwargs)
     out = tmp_path / "hf"
     assert main(["export", "--checkpoint", str(run), "--out", str(out), "--dtype", "fp32"]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForSequenceClassification"] and config["pad_token_id"] == 3
+    assert config["architectures"] == ["LlamaForSequenceClassification"] and config["pad_token_id"] == pad
     assert config["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
     assert config["label2id"] == {"negative": 0, "neutral": 1, "positive": 2}
     assert not (out / "generation_config.json").exists()
@@ -61,7 +67,8 @@ def test_classifier_exports_with_equal_logits_labels_and_tokenizer(tmp_path, mak
     records = [{"text": t, "label": LABELS[i % 3]} for i, t in enumerate(TEXTS)]
     examples = encode_classification(records, tok, LABELS, text_field="text", label_field="label", seq_len=64)
     assert [ex["input_ids"] for ex in examples] == hf_tok(TEXTS).input_ids
-    batch = collate(examples, pad_id=3, multiple_of=1)  # right-padded, as in training and evaluation
+    batch = collate(examples, pad_id=pad, multiple_of=1)  # right-padded, as in training and evaluation
+    assert hf_tok.padding_side == "right" and hf_tok.pad_token_id == pad
     enc = hf_tok(TEXTS, padding=True, return_tensors="pt")
     assert torch.equal(enc.input_ids, batch["input_ids"]) and torch.equal(enc.attention_mask, batch["attention_mask"].long())
     with torch.no_grad():
@@ -74,7 +81,6 @@ def test_classifier_exports_with_equal_logits_labels_and_tokenizer(tmp_path, mak
 @pytest.mark.parametrize(("kwargs", "why"), [
     ({"bias": 0.25}, r"trained bias \(max \|b\| = 0\.25\) and the Hugging Face score layer has none"),
     ({"pooling": "mean"}, r"pools with 'mean', the Hugging Face class pools the last non-pad token"),
-    ({"pad_id": 2}, r"trained with pad id 2 = EOS"),
 ])
 def test_heads_without_an_exact_hf_counterpart_are_refused_before_writing(tmp_path, make_model, sp_dir, capsys,
                                                                           kwargs, why):
