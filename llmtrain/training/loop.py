@@ -30,10 +30,11 @@ from llmtrain.training.callbacks.rank_timing import RankTiming
 from llmtrain.training.callbacks.step_metrics import StepMetrics
 from llmtrain.training.callbacks.stopping import EarlyExit, Preemption
 from llmtrain.training.checkpointing import CheckpointManager, Progress, is_collective_failure
-from llmtrain.training.metrics import MetricsLogger, peak_tflops
+from llmtrain.training.metrics import MetricsLogger, peak_tflops, real_tokens
 from llmtrain.training.optim import build_optimizer, build_scheduler
 from llmtrain.training.runtime import run_dir_of
 from llmtrain.training.task import TrainingTask
+from llmtrain.training.watchdog import Heartbeat, start_watchdog
 
 log = get_logger(__name__)
 
@@ -76,7 +77,9 @@ class Trainer:
         self.metrics = MetricsLogger(self.run_dir, enabled=env.rank == 0, jsonl=cfg.logging.jsonl,
                                      tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
                                      run_name=cfg.train.run_name, config=to_dict(cfg))
-        self.evaluation = PeriodicEvaluation(task.evaluate, self.engine, self.metrics, cfg.train.eval_every)
+        self.heartbeat = Heartbeat(env.rank, progress.step)  # each phase the loop enters, for the stall watchdog
+        self.evaluation = PeriodicEvaluation(self.heartbeat.around("evaluation", task.evaluate), self.engine,
+                                             self.metrics, cfg.train.eval_every)
         self.callbacks = self._default_callbacks() + [make(self) for make in extra_callback_factories()]
 
     def _default_callbacks(self) -> list[Callback]:
@@ -102,10 +105,15 @@ class Trainer:
             self.metrics.close()
             return self._result()
         self._each("on_train_start")
+        watchdog = start_watchdog(self.env, self.heartbeat, timeout_s=t.stall_timeout_s,
+                                  collective_timeout_s=t.collective_timeout_s,
+                                  command="finetune" if hasattr(self.cfg, "finetune") else "train",
+                                  last_checkpoint=lambda: s.last_checkpoint)
         timer = time.perf_counter()
         try:
             while s.step < t.max_steps:
                 outcome, stopper = self._train_step(since=timer)
+                self.heartbeat.beat("step_end", s.step)
                 for cb in self.callbacks:
                     cb.on_step_end(s, outcome)
                 due = self.cfg.checkpoint.every and s.step % self.cfg.checkpoint.every == 0 and s.step < t.max_steps
@@ -115,8 +123,10 @@ class Trainer:
                     request = stopper.stop(s)
                     log.info(f"[llmtrain] {request.reason}")
                     return self._result(request.exit_code)
+                self.heartbeat.beat("after_step", s.step)
                 self._each("on_after_step")
                 timer = time.perf_counter()  # evaluation and checkpoint time are not step time
+            self.heartbeat.beat("fit_end", s.step)
             self._each("on_fit_end")
             self.save()
             return self._result()
@@ -128,37 +138,46 @@ class Trainer:
                 f"({str(e).splitlines()[0][:300]}). Another rank died or hangs; collectives give up after "
                 f"train.collective_timeout_s={t.collective_timeout_s} s. The last complete checkpoint is "
                 f"{s.last_checkpoint or 'none'}; fix the failing rank (see its log) and relaunch the same command to "
-                f"resume.") from e
+                f"resume.{watchdog.diagnosis() if watchdog else ''}") from e
         finally:
+            if watchdog is not None:
+                watchdog.stop()
             self._each("on_train_end")
 
     def _train_step(self, since: float) -> tuple[StepOutcome, Callback | None]:
         """Micro batches, one all-reduce of every per-step scalar, the optimizer step."""
-        s, engine = self.state, self.engine
+        s, engine, beat = self.state, self.engine, self.heartbeat.beat
         engine.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         tokens = torch.zeros((), dtype=torch.float64, device=self.device)
-        checksum = 0
+        checksum = input_tokens = 0
         gas = engine.micro_steps_per_step
         for _ in range(gas):
+            beat("data", s.step + 1)
             host_batch = self.task.train_loader.next_batch()
+            beat("forward", s.step + 1)
             checksum += batch_checksum(host_batch["input_ids"])  # on the host: no device sync
+            input_tokens += real_tokens(host_batch)  # throughput counts these, not padding
             batch = {k: v.to(self.device, non_blocking=True) for k, v in host_batch.items()}
             loss, n = engine.forward(batch)
             for cb in self.callbacks:
                 loss = cb.on_micro_loss(loss, s)
+            beat("backward", s.step + 1)
             engine.backward(loss)
             loss_sum += loss.detach().double()
             tokens += n.to(self.device, torch.float64)
         stops = [float(cb.wants_stop(s)) for cb in self.callbacks]
-        # one collective for the loss, token count, data checksum and every rank's stop wishes
-        host = torch.tensor([float(checksum), *stops], dtype=torch.float64).to(self.device, non_blocking=True)
+        # one collective for the loss, token counts, data checksum and every rank's stop wishes
+        host = torch.tensor([float(checksum), float(input_tokens), *stops], dtype=torch.float64).to(
+            self.device, non_blocking=True)
         scalars = torch.cat([torch.stack([loss_sum / gas, tokens]), host])
+        beat("all_reduce", s.step + 1)
         if dist.is_initialized():
             dist.all_reduce(scalars)
         totals = scalars.tolist()
         step_loss = totals[0] / self.env.world_size
         verdicts = [cb.judge_loss(step_loss, s) for cb in self.callbacks]
+        beat("optimizer", s.step + 1)
         report = engine.optimizer_step(skip="skip" in verdicts)
         s.step += 1
         s.consumed_tokens += round(totals[1])
@@ -166,10 +185,11 @@ class Trainer:
         s.skipped_steps += int(report.skipped)
         if math.isfinite(step_loss):
             s.losses[s.step] = step_loss
-        stopper = next((cb for cb, flag in zip(self.callbacks, totals[3:], strict=True) if flag > 0), None)
+        stopper = next((cb for cb, flag in zip(self.callbacks, totals[4:], strict=True) if flag > 0), None)
         outcome = StepOutcome(loss=step_loss, lr=report.lr, grad_norm=report.grad_norm, skipped=report.skipped,
                               spike=any(v is not None for v in verdicts),
-                              step_time_s=time.perf_counter() - since, tokens=round(totals[1]))
+                              step_time_s=time.perf_counter() - since, tokens=round(totals[1]),
+                              input_tokens=round(totals[3]))
         return outcome, stopper
 
     def _each(self, hook: str) -> None:
@@ -185,6 +205,7 @@ class Trainer:
 
     def save(self) -> Path:
         s, t = self.state, self.cfg.train
+        self.heartbeat.beat("checkpoint", s.step)
         progress = Progress(step=s.step, consumed_tokens=s.consumed_tokens, skipped_steps=s.skipped_steps,
                             last_loss=s.losses.get(s.step))
         s.last_checkpoint = self.checkpoints.save(

@@ -56,9 +56,13 @@ class GuardedAdamW(torch.optim.AdamW):
         device = "cuda" if distributed and dist.get_backend() == "nccl" else "cpu"
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
         ok = torch.ones((), dtype=torch.float32, device=device)
-        if grads:  # one fused norm per device instead of an isfinite kernel per tensor
+        if grads:
+            # one read of every gradient (a fused norm per tensor list) and one isfinite over the sum of
+            # the norms, instead of an isfinite kernel and a full-size boolean tensor per gradient
             norms = torch._foreach_norm(grads)
-            ok = torch.isfinite(torch.stack([n.float().to(device) for n in norms]).sum()).float()
+            same = all(n.device == norms[0].device and n.dtype == torch.float32 for n in norms)
+            total = torch.stack(norms).sum() if same else torch.stack([n.float().to(device) for n in norms]).sum()
+            ok = torch.isfinite(total).to(device, torch.float32)
         if distributed:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)  # every rank skips together
         return bool(ok.item())
@@ -75,8 +79,11 @@ class GuardedAdamW(torch.optim.AdamW):
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> GuardedAdamW:
+    # foreach=None: torch's choice, the multi-tensor kernels on CUDA and the per-tensor loop on CPU, where
+    # the foreach ops are a slower loop that allocates every intermediate for all tensors at once (the
+    # two give bit-identical updates: tests/unit/training/test_optim.py)
     return GuardedAdamW(param_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                        foreach=True)
+                        foreach=None)
 
 
 def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:

@@ -65,3 +65,21 @@ def test_guard_skips_non_finite_update_without_touching_moments():
     assert opt.skipped and torch.equal(lin.weight, w)
     opt.step()
     assert not opt.skipped and not torch.equal(lin.weight, w)
+
+
+def test_the_update_is_bit_identical_to_the_multi_tensor_kernels():
+    """build_optimizer leaves the kernel choice to torch (per-tensor on CPU): the same bits as foreach."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 16), nn.LayerNorm(16), nn.Linear(16, 50))
+    twin = nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 16), nn.LayerNorm(16), nn.Linear(16, 50))
+    twin.load_state_dict(model.state_dict())
+    c = OptimConfig(lr=3e-3, weight_decay=0.1)
+    ours = build_optimizer(model, c)
+    ref = GuardedAdamW(param_groups(twin, c), lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps, foreach=True)
+    tokens = torch.randint(0, 50, (4, 9), generator=torch.Generator().manual_seed(1))
+    for _ in range(4):
+        for m, opt in ((model, ours), (twin, ref)):
+            nn.functional.cross_entropy(m(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twin.state_dict().values(), strict=True))
