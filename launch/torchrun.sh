@@ -43,6 +43,8 @@ if [ -z "${MASTER_PORT:-}" ]; then
   if [ -n "${SLURM_JOB_ID:-}" ]; then MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000)); else MASTER_PORT=29500; fi
 fi
 RDZV_ID=${RDZV_ID:-${SLURM_JOB_ID:-llmtrain}}
+# torchrun's own default for several processes per host, said outright so that it prints no banner about it
+if [ -z "${OMP_NUM_THREADS:-}" ] && [ "$NPROC_PER_NODE" -gt 1 ] 2>/dev/null; then export OMP_NUM_THREADS=1; fi
 LOCAL_ADDR_ARGS=()
 if [ -n "${LOCAL_ADDR:-}" ]; then
   LOCAL_ADDR_ARGS=(--local_addr "$LOCAL_ADDR")

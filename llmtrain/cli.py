@@ -17,13 +17,15 @@ import sys
 from llmtrain.errors import UserError
 
 COMMANDS = ("tokenizer", "prepare", "mixture", "train", "finetune", "eval", "export", "generate",
-            "import-hf", "quickstart", "bigbench", "plan")
+            "import-hf", "quickstart", "bigbench", "plan", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmtrain",
         description="Pretrain, fine-tune, evaluate and export decoder-only language models.",
+        epilog="Run config keys (type, default, meaning): `llmtrain config explain [section[.key]]`. "
+               "`llmtrain COMMAND --help` for each command's options.",
     )
     # the deepspeed launcher inserts --local_rank=N after the module name; ranks come from the environment
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -34,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"llmtrain.commands.{name.replace('-', '_')}")
         module.register(sub)
+    for name, what in (("eval", ""), ("prepare", " --data-config"), ("mixture", " --data-config")):
+        if sub.choices[name].epilog is None:  # every command that reads a config points to its explainer
+            sub.choices[name].epilog = (f"Config keys, their types, defaults and meaning: "
+                                        f"`llmtrain config explain{what} [KEY]`.")
     return parser
 
 
@@ -51,6 +57,9 @@ def _exit_now_if_distributed(code: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from llmtrain.config.base import ConfigError
+    from llmtrain.distributed.noise import silence_known_noise
+
+    silence_known_noise()  # before torch or DeepSpeed is imported, on every rank
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -128,6 +128,23 @@ def _from_torch_env(env: Mapping[str, str]) -> DistEnv:
     return DistEnv(rank, world, local_rank, local_world, addr, port, _torch_launcher_name(env))
 
 
+# `accelerate launch --mixed_precision X` (or its config file) exports X to the workers; "no" is also
+# what it exports when neither names a precision, so it cannot be told from "not set" and means nothing.
+ACCELERATE_PRECISIONS = {"bf16": "bf16", "fp16": "fp16"}
+
+
+def launcher_precision(environ: Mapping[str, str] | None = None) -> str | None:
+    """train.precision asked for by the launcher (accelerate's ``mixed_precision``), None if none was."""
+    value = (os.environ if environ is None else environ).get("ACCELERATE_MIXED_PRECISION", "").strip().lower()
+    if value in ("", "no"):
+        return None
+    if value not in ACCELERATE_PRECISIONS:
+        raise UserError(f"accelerate launch set mixed_precision={value} (ACCELERATE_MIXED_PRECISION), which llmtrain "
+                        f"does not train in; precision is train.precision (fp32, bf16 or fp16): launch with "
+                        f"--mixed_precision no (or bf16/fp16) and set --set train.precision=bf16")
+    return ACCELERATE_PRECISIONS[value]
+
+
 def _torch_launcher_name(env: Mapping[str, str]) -> str:
     if any(k.startswith("ACCELERATE_") for k in env):
         return "accelerate"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import TextIO
 
 from llmtrain.distributed.env import process_rank
 
@@ -33,6 +35,26 @@ class Rank0Filter(logging.Filter):
         return bool(getattr(record, "all_ranks", False)) or _rank() == 0
 
 
+ConsoleWriter = Callable[[str, TextIO], None]  # (message without newline, stream)
+_console_writer: ConsoleWriter | None = None
+
+
+def set_console_writer(writer: ConsoleWriter | None) -> None:
+    """Route console messages through ``writer`` (e.g. ``tqdm.write``, which prints above a live progress
+    bar instead of through it); None restores plain writes."""
+    global _console_writer
+    _console_writer = writer
+
+
+def is_terminal(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (default: stderr, where progress bars draw) is an interactive terminal."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or file-less stream
+        return False
+
+
 class ConsoleHandler(logging.Handler):
     """INFO and below to stdout, WARNING and above to stderr, flushed per record.
 
@@ -43,7 +65,11 @@ class ConsoleHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
-            stream.write(self.format(record) + "\n")
+            text = self.format(record)
+            if _console_writer is not None:
+                _console_writer(text, stream)
+            else:
+                stream.write(text + "\n")
             stream.flush()
         except Exception:  # logging must never take the program down
             self.handleError(record)

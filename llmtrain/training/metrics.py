@@ -2,6 +2,8 @@
 
 MFU = achieved model FLOP/s / peak bf16 FLOP/s, with model FLOPs per token from
 :func:`llmtrain.model.flops.flops_per_token` (6N plus the attention term, see docs/model.md).
+Throughput and MFU count the tokens the model reads (:func:`real_tokens`): padding of fine-tuning
+batches is not work done.
 Only rank 0 writes; the other ranks' logger is a no-op, so the loop calls it unconditionally.
 """
 
@@ -45,6 +47,15 @@ def memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def real_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens of a host batch the model really reads: its ``attention_mask`` ones (right-padded fine-tuning
+    batches), else every position (packed pretraining rows have no padding)."""
+    mask = batch.get("attention_mask")
+    if mask is not None:
+        return int(mask.sum())
+    return int(batch["input_ids"].numel())
 
 
 class StepTimer:

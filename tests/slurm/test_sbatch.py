@@ -67,7 +67,7 @@ def test_pretrain_per_task_two_ranks_matches_torchrun(slurm, data, tmp_path):
     job = S.sbatch(["--ntasks-per-node=2", "--output", str(log), "slurm/pretrain.sbatch", *args], env)
     _wait(job, env, _done, "completion", log)
     text = log.read_text()
-    assert "[slurm] per-task: 2 rank(s)" in text and "srun launcher, 2 process(es)" in text, text[-3000:]
+    assert "[slurm] per-task: 2 rank(s)" in text and "launcher   srun, world size 2 on cpu" in text, text[-3000:]
     assert S.read_losses(tmp_path / "slurm") == reference
 
 

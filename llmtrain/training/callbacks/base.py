@@ -41,6 +41,7 @@ class StepOutcome:
     spike: bool
     step_time_s: float
     tokens: int  # tokens (or examples) the loss averaged over, all ranks
+    input_tokens: int = 0  # tokens the model processed, all ranks: padding excluded (throughput, MFU)
 
 
 @dataclass
