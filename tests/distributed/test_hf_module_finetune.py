@@ -117,6 +117,17 @@ def test_zero3_trains_like_zero2(inputs, gemma_sft, tmp_path):
         torch.testing.assert_close(load_model(run).model(x), load_model(gemma_sft).model(x), rtol=1e-4, atol=1e-4)
 
 
+def test_phi3_fused_projections_load_into_zero3_partitions(inputs, tmp_path):
+    """Phi-3's fused qkv_proj / gate_up_proj filled layer by layer into ZeRO-3 partitions: ZeRO-2's losses."""
+    log: list[str] = []
+    runs = {zero: _finetune(inputs / "phi3", tmp_path / f"z{zero}", "sft", inputs / "sft.jsonl", zero, log=log)
+            for zero in (2, 3)}
+    assert "layer by layer into the partitions of 2 ranks" in log[1]
+    reference, losses = losses_by_step(runs[2]), losses_by_step(runs[3])
+    assert sorted(losses) == [1, 2, 3, 4] and losses[4] < losses[1]
+    assert all(abs(losses[s] - reference[s]) <= 1e-5 * abs(reference[s]) for s in reference), (losses, reference)
+
+
 def test_lora_on_fused_projections_exports_a_peft_adapter(inputs, tmp_path):
     peft = pytest.importorskip("peft")
     run = _finetune(inputs / "phi3", tmp_path / "ck", "sft", inputs / "sft.jsonl", 2, "finetune.lora.enabled=true",
