@@ -86,9 +86,9 @@ def _is_classifier(head: dict[str, Any], sd: dict[str, torch.Tensor], source: Pa
     return head["task"] == CLASSIFICATION
 
 
-def _load_body(model: nn.Module, body: dict[str, torch.Tensor], source: Path) -> nn.Module:
+def _load_body(model: nn.Module, body: dict[str, torch.Tensor], source: Path, *, assign: bool = False) -> nn.Module:
     try:
-        missing, unexpected = model.load_state_dict(body, strict=False)
+        missing, unexpected = model.load_state_dict(body, strict=False, assign=assign)
     except RuntimeError as e:  # shape mismatches raise even with strict=False
         shapes = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
         raise CheckpointError(f"weights in {source} do not fit its model config ({'; '.join(shapes[:3])}): the "
@@ -153,7 +153,15 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu", dtype: t
     else:
         body = tie_output({k.removeprefix(_BACKBONE_PREFIX): v for k, v in sd.items()
                            if not (classifier and k.startswith(_HEAD_PREFIX))}, cfg)
-        model = _load_body(Transformer(cfg), body, p)
+        sd = None  # type: ignore[assignment]
+        # one copy of the weights: the model is built without storage and takes the loaded tensors
+        # themselves (a model built for real and then filled would hold a second, random copy)
+        with torch.device("meta"):
+            skeleton = Transformer(cfg)
+        model = _load_body(skeleton, body, p, assign=True)
+        del body
+        if cfg.tie_embeddings:  # assign gives each module its own Parameter: one shared weight again
+            model.output.weight = model.tok_embeddings.weight
         model.to(device=device, dtype=dtype)
     model.eval()
     if runtime is not None:
