@@ -33,6 +33,9 @@ from llmtrain.modelio.layout import read_latest, read_state
 log = get_logger(__name__)
 
 PROMPTS = ["ROMEO:", "def main(", "The history of", "This movie is"]
+# greedy samples of a 1.8M-parameter model loop without it; the same value on both sides (llmtrain eval
+# and transformers' generate) keeps the two continuations comparable token for token
+REPETITION_PENALTY = 1.3
 DATA_CONFIG = "quickstart.yaml"  # configs/data/: the starter corpora + the training split's movie text
 PRETRAIN_CONFIG = "quickstart.yaml"  # configs/pretrain/: the tiny model on that mixture
 SCRATCH_SUFFIX = "-scratch"  # run name of the same fine-tune started from random weights
@@ -170,6 +173,7 @@ class Quickstart:
                   lambda: (self.work / "eval_pretrain" / "eval.json").is_file(),
                   lambda: self._sh(["eval", "--checkpoint", str(pre_run), "--tasks", "perplexity", "samples",
                                     *sum((["--prompt", p] for p in PROMPTS), []), "--set", "eval.max_new_tokens=40", "--set", "eval.batches=8",
+                                    "--set", f"eval.repetition_penalty={REPETITION_PENALTY}",
                                     "--out", str(self.work / "eval_pretrain")])),
             Stage("finetune", "fine-tune for sentiment (Rotten Tomatoes) from the pretrained checkpoint",
                   lambda: self._finished(ft_run, sentiment, self.finetune_steps), lambda: finetune(pre_run, ft_run)),
@@ -224,7 +228,8 @@ class Quickstart:
         samples = []
         for prompt in PROMPTS:
             ids = tok(prompt, return_tensors="pt").input_ids
-            out = model.generate(ids, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id)
+            out = model.generate(ids, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id,
+                                 repetition_penalty=REPETITION_PENALTY)
             samples.append({"prompt": prompt, "text": tok.decode(out[0], skip_special_tokens=True)})
             log.info(f"  transformers {type(model).__name__} greedy sample: {samples[-1]['text']!r}")
         (hf / "generation.json").write_text(json.dumps({"class": type(model).__name__, "samples": samples}, indent=2))

@@ -125,7 +125,8 @@ def _generations(work: Path) -> list[str]:
     ev = work / "eval_pretrain" / "eval.json"
     ours = {s["prompt"]: s["completion"] for s in json.loads(ev.read_text()).get("samples", [])} if ev.is_file() else {}
     body = [f"Exported to `{work / 'hf'}` and reloaded as `transformers.{g['class']}`; greedy continuations "
-            f"(40 new tokens) beside `llmtrain eval`'s greedy samples of the pretrained checkpoint:", ""]
+            f"(40 new tokens, repetition penalty 1.3 on both sides) beside `llmtrain eval`'s greedy samples of the "
+            f"pretrained checkpoint:", ""]
     for s in g.get("samples") or [{"prompt": g["prompt"], "text": g["text"]}]:  # one prompt in earlier work dirs
         body += [f"**{s['prompt']}**", "", "transformers:", "```", s["text"], "```"]
         if s["prompt"] in ours:

@@ -17,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for several)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to generate per prompt (default 64)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples from softmax(logits/T)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 lowers the logits of tokens already in the text, as transformers' repetition_penalty "
+                        "(1 = off)")
     p.add_argument("--top-k", type=int, default=0, help="sample only among the k most likely tokens (0 = off)")
     p.add_argument("--top-p", type=float, default=1.0, help="sample only from the smallest set with this much mass (1 = off)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling (reproducible outputs)")
@@ -34,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
     from llmtrain.eval.generate import SamplingConfig, generate_text, prompt_ids
     from llmtrain.modelio.load import load_model
 
-    if args.max_new_tokens < 1 or args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
-        raise UserError("need --max-new-tokens >= 1, --temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1")
+    if args.max_new_tokens < 1 or args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1 \
+            or not args.repetition_penalty > 0:
+        raise UserError("need --max-new-tokens >= 1, --temperature >= 0, --top-k >= 0, 0 < --top-p <= 1 and "
+                        "--repetition-penalty > 0")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.checkpoint} has no tokenizer beside the weights; generation needs one "
                         f"(checkpoints keep it in tokenizer/, HF directories in tokenizer.json)")
     cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, seed=args.seed)
+                         top_p=args.top_p, seed=args.seed, repetition_penalty=args.repetition_penalty)
     template = None if args.raw else loaded.chat_template
     for prompt in args.prompt:  # every prompt fits the model, checked before the first is generated
         prompt_ids(loaded.model.cfg, loaded.tokenizer, prompt, chat_template=template, tokenizer_template=not args.raw)

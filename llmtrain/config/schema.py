@@ -198,4 +198,6 @@ class EvalConfig:
                                                         "samples, classification, sft (empty = all that apply)")
     prompts: list[str] = field(default_factory=list, help="prompts to generate samples for")
     max_new_tokens: int = field(64, help="tokens to generate per prompt", min=1)
+    repetition_penalty: float = field(1.0, help="greedy samples: > 1 lowers the logits of tokens already in the text, "
+                                                "as transformers' repetition_penalty (1 = off)", gt=0)
     lm_eval_tasks: list[str] = field(default_factory=list, help="lm-eval-harness tasks from configs/eval/ to run via HF export")

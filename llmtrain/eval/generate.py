@@ -1,5 +1,10 @@
 """Text generation with a KV cache: greedy or sampled (temperature, top-k, top-p), stop at EOS.
 
+``repetition_penalty`` > 1 lowers the logits of every token already in the sequence (prompt
+included) as ``transformers``' ``repetition_penalty`` does (positive logits divided by it, negative
+ones multiplied), so greedy decoding of a small model stops looping and still matches ``generate(
+do_sample=False, repetition_penalty=...)`` token for token.
+
 The prompt is run once (prefill) to fill the cache; each new token then costs one forward over a
 single position. Greedy decoding picks the argmax exactly like ``transformers``' ``generate(
 do_sample=False)``, so the two agree token for token on an exported model (tested).
@@ -22,6 +27,16 @@ class SamplingConfig:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     seed: int | None = None
+    repetition_penalty: float = 1.0  # 1 = off
+
+
+def penalize_repetition(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """``logits`` [B, V] with the entries of token ids ``seen`` [B, L] penalised (transformers' rule)."""
+    if penalty == 1.0:
+        return logits
+    score = torch.gather(logits, 1, seen)
+    score = torch.where(score < 0, score * penalty, score / penalty)
+    return logits.scatter(1, seen, score)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -68,7 +83,7 @@ def generate_ids(model: nn.Module, prompt_ids: list[int], cfg: SamplingConfig, *
     step_input = tokens
     while len(prompt_ids) + len(out) < max_len:
         logits = model(step_input if use_cache else tokens, kv_cache=cache)[:, -1]
-        tok = next_token(logits, cfg, generator)
+        tok = next_token(penalize_repetition(logits, tokens, cfg.repetition_penalty), cfg, generator)
         out.append(int(tok))
         if eos_id is not None and int(tok) == eos_id:
             break

@@ -62,7 +62,7 @@ def run_evaluation(loaded: LoadedModel, cfg: EvalRunConfig, out_dir: str | Path,
     if cfg.finetune.dataset and tok is not None:
         results.update(objectives.get(objective_name(loaded, cfg)).evaluate(loaded, cfg, device=device))
     if ev.prompts and tok is not None:
-        sampling = SamplingConfig(max_new_tokens=ev.max_new_tokens)
+        sampling = SamplingConfig(max_new_tokens=ev.max_new_tokens, repetition_penalty=ev.repetition_penalty)
         results["samples"] = [{"prompt": p, "completion": generate_text(loaded.model, tok, p, sampling,
                                                                          chat_template=loaded.chat_template)}
                               for p in ev.prompts]

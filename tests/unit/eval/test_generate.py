@@ -19,6 +19,16 @@ def test_greedy_equals_transformers_generate_on_the_export(tiny_model, tmp_path)
                           pad_token_id=0, attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
     assert ours == ref[0, len(prompt):].tolist()
     assert len(ours) == 24
+    # a repetition penalty as transformers applies it: the same continuation, different from plain greedy
+    penalised = generate_ids(model, prompt, SamplingConfig(max_new_tokens=24, repetition_penalty=1.8))
+    with torch.no_grad():
+        ref = hf.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=24, eos_token_id=None,
+                          pad_token_id=0, attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                          repetition_penalty=1.8)
+    assert penalised == ref[0, len(prompt):].tolist()
+    assert penalised != ours
+    assert generate_ids(model, prompt, SamplingConfig(max_new_tokens=24, repetition_penalty=1.8),
+                        use_cache=False) == penalised
 
 
 def test_kv_cache_matches_full_recompute_and_eos_stops(tiny_model):
