@@ -137,6 +137,9 @@ class FinetuneObjective(Objective):
         backbone = (loaded.model if partitioning is not None else loaded.model.float()).train()
         hf_module = isinstance(backbone, HFCausalLM)  # a transformers module trained as-is (modelio.hf.generic)
         if ft.lora.enabled:
+            # the adapters' init depends on the seed alone, not on how much of the RNG building the backbone
+            # used (a whole model loads on the meta device, a ZeRO-3 model is created partitioned)
+            torch.manual_seed(t.seed)
             (apply_hf_lora if hf_module else apply_lora)(backbone, ft.lora)
         module, head = self.build_model(backbone, data, ft, pad_id=pad_id, seed=t.seed)
         (apply_hf_runtime if hf_module else apply_runtime)(module, cfg.model.runtime())

@@ -95,6 +95,8 @@ def main() -> None:
         report.update(stats=stats, equal_to_whole_construction=equal, init_std=cfg_m.init_std,
                       out_std=cfg_m.init_std / math.sqrt(2 * cfg_m.n_layers))
     (out / f"rank{env.rank}.json").write_text(json.dumps(report))
+    torch.distributed.barrier()  # no rank leaves while another still uses the process group
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

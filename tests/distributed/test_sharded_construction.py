@@ -34,13 +34,16 @@ def construct(nproc: int, out: Path, init: Path | None = None) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
 
 
-def check_memory(reports: list[dict], nproc: int) -> None:
+def check_memory(reports: list[dict], nproc: int, *, whole_allocates: bool = True) -> None:
     full = reports[0]["full_bytes"]
     assert full > 200e6
-    # the whole-model construction needs at least the whole model; partitioned, a rank needs its 1/N share
-    # plus what one part (a layer, 13.6 MB here) costs while it is built or gathered: its whole tensors and
-    # the gather's buffers, bounded by 3 layers; independent of the depth and of N
-    assert reports[0]["whole_peak_increase"] >= 0.95 * full
+    # the whole-model construction needs at least the whole model (a whole-model load maps the file
+    # instead: its pages are resident only once read, see tests/unit/modelio/test_load_memory.py);
+    # partitioned, a rank needs its 1/N share plus what one part (a layer, 13.6 MB here) costs while it
+    # is built or gathered: its whole tensors and the gather's buffers, bounded by 3 layers; independent
+    # of the depth and of N
+    if whole_allocates:
+        assert reports[0]["whole_peak_increase"] >= 0.95 * full
     for r in reports:
         assert r["all_partitioned"]
         assert r["own_bytes"] == pytest.approx(full / nproc, rel=0.01)
@@ -88,7 +91,7 @@ def big_model_dirs(tmp_path_factory) -> tuple[Path, Path]:
 def test_zero3_finetune_loads_into_partitions_layer_by_layer(big_model_dirs, tmp_path, nproc, kind):
     src = big_model_dirs[0] if kind == "llmtrain" else big_model_dirs[1]
     reports = construct(nproc, tmp_path / "out", init=src)
-    check_memory(reports, nproc)
+    check_memory(reports, nproc, whole_allocates=False)
     assert reports[0]["equal_to_whole_construction"]  # every tensor as the whole-model load_model reads it
 
 
