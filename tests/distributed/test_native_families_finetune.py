@@ -8,13 +8,10 @@ explicit head_dim) as chat model directories: ``llmtrain finetune`` under torchr
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from chattools import MESSAGES, save_chat_tokenizer
 from clitools import losses_by_step, run_cli, torchrun
-from parity.test_hf_families import _CORE, CASES, _randomize
+from parity.test_hf_families import CASES, chat_model_dir
 
 from llmtrain.modelio.load import load_model
 
@@ -24,15 +21,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("case", ["llama31-rope-llama3", "mistral-window", "qwen2-qkv-bias", "qwen3-qk-norm-head-dim"])
 def test_one_sft_step_on_two_ranks_exports_the_same_class(case, tmp_path):
-    conf_name, cls_name, over, _ = CASES[case]
-    torch.manual_seed(0)
-    base_model = getattr(transformers, cls_name)(getattr(transformers, conf_name)(**{**_CORE, **over, "vocab_size": 320}))
-    _randomize(base_model.eval(), seed=2)
-    base = tmp_path / "base"
-    base_model.save_pretrained(base)
-    save_chat_tokenizer(base)
-    data = tmp_path / "chats.jsonl"
-    data.write_text("".join(json.dumps({"messages": MESSAGES[k:]}) + "\n" for k in (0, 1, 3) * 4))
+    cls_name = CASES[case][1]
+    base_model, base, data = chat_model_dir(case, tmp_path)
     sets = [f"finetune.dataset={data}", f"checkpoint.dir={tmp_path / 'ck'}", "train.run_name=r", "train.max_steps=1",
             "train.seq_len=64", "train.micro_batch_size=2", "train.global_batch_size=4", "train.zero_stage=2",
             "train.precision=fp32", "train.eval_every=0", "checkpoint.every=0", "finetune.validation_fraction=0",

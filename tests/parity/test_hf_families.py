@@ -10,6 +10,7 @@ and a head_dim that is not hidden/heads). Export goes through what ``llmtrain im
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,6 +53,23 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
         for name, p in module.named_parameters():
             norm = p.ndim == 1 and "norm" in name
             p.copy_(torch.randn(p.shape, generator=g) * (0.1 if p.ndim == 1 else 0.05) + norm)
+
+def chat_model_dir(case: str, root: Path) -> tuple[torch.nn.Module, Path, Path]:
+    """(the family's tiny random transformers model, its directory with a ChatML tokenizer under
+    ``root/base``, a chat jsonl of multi-turn conversations) for one case of :data:`CASES`."""
+    import transformers
+    from chattools import MESSAGES, save_chat_tokenizer
+
+    conf_name, cls_name, over, _ = CASES[case]
+    torch.manual_seed(0)
+    model = getattr(transformers, cls_name)(getattr(transformers, conf_name)(**{**_CORE, **over, "vocab_size": 320}))
+    _randomize(model.eval(), seed=2)
+    base = root / "base"
+    model.save_pretrained(base)
+    save_chat_tokenizer(base)
+    data = root / "chats.jsonl"
+    data.write_text("".join(json.dumps({"messages": MESSAGES[k:]}) + "\n" for k in (0, 1, 3) * 4))
+    return model, base, data
 
 
 def _tokens(vocab: int, seed: int = 7) -> torch.Tensor:

@@ -14,9 +14,8 @@ import json
 
 import pytest
 import torch
-from chattools import MESSAGES, save_chat_tokenizer
 from clitools import run_cli
-from parity.test_hf_families import _CORE, CASES, _randomize
+from parity.test_hf_families import CASES, chat_model_dir
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -25,15 +24,8 @@ peft = pytest.importorskip("peft")
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_one_sft_lora_step_exports_merged_and_peft_with_our_logits(case, tmp_path):
-    conf_name, cls_name, over, _ = CASES[case]
-    torch.manual_seed(0)
-    base_model = getattr(transformers, cls_name)(getattr(transformers, conf_name)(**{**_CORE, **over, "vocab_size": 320}))
-    _randomize(base_model.eval(), seed=2)
-    base = tmp_path / "base"
-    base_model.save_pretrained(base)
-    save_chat_tokenizer(base)
-    data = tmp_path / "chats.jsonl"
-    data.write_text("".join(json.dumps({"messages": MESSAGES[k:]}) + "\n" for k in (0, 1, 3) * 4))
+    cls_name = CASES[case][1]
+    base_model, base, data = chat_model_dir(case, tmp_path)
     run_cli(["finetune", "--config", "configs/finetune/sft.yaml", "--init", str(base),
              *[x for s in ("finetune.dataset=" + str(data), f"checkpoint.dir={tmp_path / 'ck'}", "train.run_name=r",
                            "train.max_steps=1", "train.seq_len=64", "train.micro_batch_size=2",

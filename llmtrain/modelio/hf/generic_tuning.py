@@ -163,7 +163,6 @@ def export_loaded(loaded: Any, out_dir: Path, *, dtype: torch.dtype | None, max_
     ``score.weight``, right padding, EOS appended), under the same conditions as a native one
     (:func:`llmtrain.modelio.hf.heads.classifier_problems`).
     """
-    from llmtrain.modelio.hf import read_hf_weights, save_safetensors
     from llmtrain.modelio.hf.heads import (
         CAUSAL_SUFFIX,
         CLASSIFIER_SUFFIX,
@@ -171,6 +170,7 @@ def export_loaded(loaded: Any, out_dir: Path, *, dtype: torch.dtype | None, max_
         _pad_right_with,
         classifier_problems,
         export_pad_id,
+        write_score_weights,
     )
     from llmtrain.modelio.hf.tokenizer import export_tokenizer
 
@@ -190,11 +190,7 @@ def export_loaded(loaded: Any, out_dir: Path, *, dtype: torch.dtype | None, max_
     out = export_hf_module(loaded.model, out_dir, tokenizer_dir=tok_dir, dtype=dtype, max_shard_size=max_shard_size)
     if clf is None:
         return " (--backbone-only: the classification head stays in the checkpoint)" if loaded.classifier else ""
-    weights = {k: v for k, v in read_hf_weights(out).items() if not k.startswith("lm_head.")}
-    weights["score.weight"] = score["weight"].to(dtype or score["weight"].dtype)
-    for old in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
-        old.unlink()
-    save_safetensors(weights, out, max_shard_size)
+    write_score_weights(out, score, dtype, max_shard_size)
     config = json.loads((out / "config.json").read_text())
     arch = type(loaded.model.hf).__name__
     labels = [str(n) for n in loaded.head["label_names"]]

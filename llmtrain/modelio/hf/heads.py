@@ -82,7 +82,7 @@ def export_sequence_classifier(backbone: dict[str, torch.Tensor], cfg: ModelConf
     (``label_names`` or ``labels``, ``pooling``, ``pad_id``). Raises CheckpointError, before writing,
     when the head cannot be represented exactly (see :func:`classifier_problems`).
     """
-    from llmtrain.modelio.hf import export_hf, read_hf_weights, save_safetensors
+    from llmtrain.modelio.hf import export_hf
 
     pad_id = export_pad_id(int(head["pad_id"]), eos_id, tokenizer_dir)
     problems = classifier_problems(score, head, eos_id, pad_id)
@@ -97,11 +97,7 @@ def export_sequence_classifier(backbone: dict[str, torch.Tensor], cfg: ModelConf
     assert pad_id is not None  # classifier_problems refused otherwise
     out = export_hf(backbone, cfg, out_dir, tokenizer_dir=tokenizer_dir, dtype=dtype, max_shard_size=max_shard_size,
                     extra_config={"pad_token_id": pad_id}, source_config=as_causal_config(source_config))
-    weights = {k: v for k, v in read_hf_weights(out).items() if not k.startswith("lm_head.")}
-    weights["score.weight"] = score["weight"].to(dtype or score["weight"].dtype)
-    for old in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
-        old.unlink()
-    save_safetensors(weights, out, max_shard_size)
+    write_score_weights(out, score, dtype, max_shard_size)
     config = json.loads((out / "config.json").read_text())
     arch = config["architectures"][0]
     if not arch.endswith(CAUSAL_SUFFIX):
@@ -191,3 +187,16 @@ def import_hf_dir(hf_dir: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     causal = as_causal_config(source) or {}
     cfg = model_config_from_hf({**causal, "tie_word_embeddings": True}, name=source.get("_name_or_path") or path.name)
     return cfg, {**from_hf_state_dict(weights, cfg), "score.weight": score}
+
+
+def write_score_weights(out: Path, score: dict[str, torch.Tensor], dtype: torch.dtype | None,
+                        max_shard_size: int | str) -> None:
+    """Rewrite the causal-LM export in ``out`` as a sequence classifier's weights: ``lm_head`` dropped,
+    ``score.weight`` added (the same shards layout, old weight files replaced)."""
+    from llmtrain.modelio.hf import read_hf_weights, save_safetensors
+
+    weights = {k: v for k, v in read_hf_weights(out).items() if not k.startswith("lm_head.")}
+    weights["score.weight"] = score["weight"].to(dtype or score["weight"].dtype)
+    for old in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
+        old.unlink()
+    save_safetensors(weights, out, max_shard_size)
